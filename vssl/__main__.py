@@ -1,0 +1,3 @@
+from vssl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,364 @@
+"""params.yaml: loading, profile resolution, overrides and validation.
+
+`params.yaml` is the single source of configuration for the package CLI, Snakemake and DVC.
+Resolution order: the base file < ``profiles[<profile>]`` < ``--set key.sub=value`` overrides.
+The resolved tree is validated once against the pydantic schema below; unknown keys and bad
+values are reported with their dotted path before any expensive work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+KNOWN_METHODS = ("vssl", "byol", "mocov3", "simclr", "barlow_twins", "random")
+BUILTIN_DATASETS = ("cifar10", "cifar100", "stl10", "fashion_mnist", "imagenet100")
+
+
+class ConfigError(ValueError):
+    """A bad params.yaml, profile or override, with a message that names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GridCfg(_Strict):
+    datasets: list[str] = Field(min_length=1)
+    methods: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if m not in KNOWN_METHODS:
+                raise ValueError(f"unknown method {m!r}; known: {', '.join(KNOWN_METHODS)}")
+        return v
+
+
+class MlflowCfg(_Strict):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "vssl"
+
+
+class NpzDatasetCfg(_Strict):
+    kind: Literal["npz"] = "npz"
+    path: str
+    test_size: int = Field(1000, gt=0)
+    split_seed: int = 0
+    preset: str = "cifar"
+
+
+class DataCfg(_Strict):
+    train_subset: int | None = Field(None, gt=0)
+    test_subset: int | None = Field(None, gt=0)
+    num_workers: int = Field(2, ge=0)
+
+
+class BackboneCfg(_Strict):
+    name: Literal["resnet18", "resnet50"] = "resnet18"
+    width: int = Field(64, gt=0)
+    cifar_stem: Literal["auto", True, False] = "auto"
+
+
+class PretrainCfg(_Strict):
+    epochs: int = Field(ge=0)
+    epochs_by_dataset: dict[str, int] = {}
+    batch_size: int = Field(gt=0)
+    optimizer: Literal["lars", "sgd", "adamw"] = "lars"
+    base_lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    lars_eta: float = Field(0.02, gt=0)
+    warmup_epochs: float = Field(10, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+    grad_accum_steps: int = Field(1, ge=1)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    gpu_augment: Literal["auto", True, False] = "auto"
+    checkpoint_every: int = Field(10, ge=1)
+    knn_every: int = Field(10, ge=0)
+    online_probe_lr: float = Field(0.1, gt=0)
+    log_every: int = Field(50, ge=1)
+
+
+class MethodOptimCfg(_Strict):
+    base_lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+
+
+class _MethodCfg(_Strict):
+    optimizer: MethodOptimCfg = MethodOptimCfg()
+
+
+class _MomentumCfg(_MethodCfg):
+    tau_base: float = Field(0.99, ge=0, le=1)
+    tau_final: float = Field(1.0, ge=0, le=1)
+
+
+class VsslCfg(_MomentumCfg):
+    proj_hidden_dim: int = Field(4096, gt=0)
+    latent_dim: int = Field(256, gt=0)
+    pred_hidden_dim: int = Field(4096, gt=0)
+    likelihood: Literal["gaussian", "cosine"] = "cosine"
+    kl: Literal["gaussian", "cosine", "none"] = "cosine"
+    beta: float = Field(1.0, ge=0)
+    sample: bool = True
+    predictor: bool = True
+    prior: Literal["teacher", "standard_normal"] = "teacher"
+    logvar_min: float = -8.0
+    logvar_max: float = 4.0
+
+
+class ByolCfg(_MomentumCfg):
+    proj_hidden_dim: int = Field(4096, gt=0)
+    proj_output_dim: int = Field(256, gt=0)
+    pred_hidden_dim: int = Field(4096, gt=0)
+
+
+class MocoV3Cfg(ByolCfg):
+    temperature: float = Field(0.2, gt=0)
+
+
+class SimclrCfg(_MethodCfg):
+    proj_hidden_dim: int = Field(2048, gt=0)
+    proj_output_dim: int = Field(256, gt=0)
+    temperature: float = Field(0.2, gt=0)
+
+
+class BarlowTwinsCfg(_MethodCfg):
+    proj_hidden_dim: int = Field(2048, gt=0)
+    proj_output_dim: int = Field(2048, gt=0)
+    lamb: float = Field(0.0051, ge=0)
+    scale_loss: float = Field(0.1, gt=0)
+
+
+class RandomCfg(_MethodCfg):
+    pass
+
+
+class MethodsCfg(_Strict):
+    vssl: VsslCfg = VsslCfg()
+    byol: ByolCfg = ByolCfg()
+    mocov3: MocoV3Cfg = MocoV3Cfg()
+    simclr: SimclrCfg = SimclrCfg()
+    barlow_twins: BarlowTwinsCfg = BarlowTwinsCfg()
+    random: RandomCfg = RandomCfg()
+
+
+class ExtractCfg(_Strict):
+    batch_size: int = Field(512, gt=0)
+
+
+class LinearProbeCfg(_Strict):
+    weight_decays: list[float] = Field([0.0, 1e-6, 1e-5, 1e-4, 1e-3], min_length=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    epochs: int = Field(100, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    lr: float = Field(0.1, gt=0)
+
+
+class KnnProbeCfg(_Strict):
+    k: list[int] = Field([20, 200], min_length=1)
+    temperature: float = Field(0.07, gt=0)
+
+
+class ProbeCfg(_Strict):
+    linear: LinearProbeCfg = LinearProbeCfg()
+    knn: KnnProbeCfg = KnnProbeCfg()
+
+
+class Params(_Strict):
+    """The resolved configuration (profile applied). Profiles themselves are not kept."""
+
+    profile: str
+    data_root: str
+    grid: GridCfg
+    mlflow: MlflowCfg = MlflowCfg()
+    datasets: dict[str, NpzDatasetCfg] = {}
+    data: DataCfg = DataCfg()
+    backbone: BackboneCfg = BackboneCfg()
+    pretrain: PretrainCfg
+    methods: MethodsCfg = MethodsCfg()
+    extract: ExtractCfg = ExtractCfg()
+    probe: ProbeCfg = ProbeCfg()
+
+    def known_datasets(self) -> list[str]:
+        return list(BUILTIN_DATASETS) + list(self.datasets)
+
+    def data_root_path(self) -> Path:
+        """The data root: VSSL_DATA_ROOT if set, else ``data_root`` from params.yaml."""
+        return Path(os.environ.get("VSSL_DATA_ROOT") or self.data_root).expanduser()
+
+    def tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow.tracking_uri
+
+    def epochs_for(self, dataset: str) -> int:
+        return self.pretrain.epochs_by_dataset.get(dataset, self.pretrain.epochs)
+
+    def method_cfg(self, method: str) -> dict[str, Any]:
+        """The method's hyperparameters as a plain dict (without its optimizer block)."""
+        if method not in KNOWN_METHODS:
+            raise ConfigError(f"unknown method {method!r}; known: {', '.join(KNOWN_METHODS)}")
+        cfg = getattr(self.methods, method).model_dump()
+        cfg.pop("optimizer", None)
+        return cfg
+
+    def optimizer_cfg(self, method: str) -> dict[str, Any]:
+        """pretrain's optimizer keys with the method's own overrides applied."""
+        cfg = self.pretrain.model_dump()
+        over = getattr(self.methods, method).optimizer.model_dump()
+        cfg.update({k: v for k, v in over.items() if v is not None})
+        return cfg
+
+    def check_dataset(self, name: str) -> None:
+        if name not in self.known_datasets():
+            raise ConfigError(
+                f"unknown dataset {name!r}; known: {', '.join(self.known_datasets())} "
+                "(declare an .npz dataset under `datasets:` in params.yaml)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``over`` into a copy of ``base`` (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"pretrain.epochs=5"`` -> (["pretrain", "epochs"], 5); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
+    return parts, value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides; a key that does not exist is an error (typo guard)."""
+    tree = copy.deepcopy(tree)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = tree
+        for i, p in enumerate(parts):
+            if not isinstance(node, dict) or p not in node:
+                where = ".".join(parts[:i]) or "<top level>"
+                choices = list(node) if isinstance(node, dict) else []
+                hint = difflib.get_close_matches(p, choices, n=1)
+                extra = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise ConfigError(f"override {text!r}: no key {p!r} under {where}{extra}")
+            if i == len(parts) - 1:
+                node[p] = value
+            else:
+                node = node[p]
+    return tree
+
+
+def _format_validation_error(e: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_raw(path: str | Path) -> dict[str, Any]:
+    """Read params.yaml as a dict, with clear errors for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(tree).__name__}")
+    return tree
+
+
+def resolve(
+    tree: dict[str, Any],
+    profile: str | None = None,
+    overrides: list[str] | None = None,
+    source: str = "params.yaml",
+) -> Params:
+    """Apply the profile then the overrides to a raw params tree, and validate the result."""
+    tree = copy.deepcopy(tree)
+    profiles = tree.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{source}: `profiles` must be a mapping of name -> overrides")
+    # `--set profile=NAME` must pick the profile before the profile is applied.
+    prof_over = [o for o in overrides or [] if o.split("=", 1)[0].strip() == "profile"]
+    rest = [o for o in overrides or [] if o not in prof_over]
+    if prof_over:
+        profile = parse_override(prof_over[-1])[1]
+    profile = profile or tree.get("profile")
+    if profile is None:
+        raise ConfigError(f"{source}: no `profile:` key and none given")
+    if profile not in profiles:
+        known = ", ".join(profiles) or "none"
+        raise ConfigError(f"{source}: unknown profile {profile!r}; known: {known}")
+    prof = profiles[profile] or {}
+    if not isinstance(prof, dict):
+        raise ConfigError(f"{source}: profiles.{profile} must be a mapping")
+    tree = deep_merge(tree, prof)
+    tree["profile"] = profile
+    tree = apply_overrides(tree, rest)
+    try:
+        params = Params.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+    for ds in params.grid.datasets:
+        try:
+            params.check_dataset(ds)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: grid.datasets: {e}") from None
+    return params
+
+
+def load_params(
+    path: str | Path = "params.yaml",
+    profile: str | None = None,
+    overrides: list[str] | None = None,
+) -> Params:
+    """Load, resolve and validate params.yaml. Raises ConfigError with the offending key."""
+    return resolve(load_raw(path), profile=profile, overrides=overrides, source=str(path))
+
+
+def check_grid_matches_file(path: str | Path, params: Params) -> None:
+    """DVC's matrix stages read the file's top-level `grid`; a profile that sets its own grid
+    must therefore be mirrored there, or DVC would run a different grid than the profile says."""
+    raw = load_raw(path)
+    file_grid = raw.get("grid")
+    if file_grid != params.grid.model_dump():
+        sets = " ".join(
+            f"-S 'grid.{k}=[{','.join(map(str, v))}]'" for k, v in params.grid.model_dump().items()
+        )
+        raise ConfigError(
+            f"profile {params.profile!r} sets its own grid {params.grid.model_dump()}, but "
+            f"dvc.yaml's matrix reads the top-level `grid:` of {path} ({file_grid}). "
+            f"Run with: dvc exp run -S profile={params.profile} {sets}"
+        )

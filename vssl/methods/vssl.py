@@ -1,0 +1,173 @@
+"""VSSL: Variational Self-Supervised Learning (Yavuz & Yanikoglu, 2025).
+
+Student: ``x -> backbone -> projector -> [predictor] -> GaussianHead -> (mu_s, logvar_s)``.
+Teacher: the EMA of (backbone, projector, GaussianHead), no predictor, no gradient
+``x -> (mu_t, logvar_t)``. For the ordered pair (student sees x_a, teacher sees x_b)::
+
+    q(z | x_a) = N(mu_s(x_a), diag sigma_s^2(x_a))          posterior (student)
+    p(z | x_b) = N(mu_t(x_b), diag sigma_t^2(x_b))          data-dependent prior (teacher)
+    z          = mu_s + sigma_s * eps,  eps ~ N(0, I)       (z = mu_s with sample=false)
+    L(a, b)    = mean_i [ -log p(mu_t(x_b) | z)  +  beta * KL(q || p) ]
+    L          = 0.5 * (L(a=x2, b=x1) + L(a=x1, b=x2))
+
+The likelihood is the cross-view denoising term (the teacher's embedding of the other view
+explained by the student's sample); see :func:`vssl.losses.gaussian_nll` /
+:func:`vssl.losses.cosine_nll` and :func:`vssl.losses.gaussian_kl` /
+:func:`vssl.losses.cosine_kl` for the formulas. ``prior="standard_normal"`` uses p = N(0, I) in
+the KL (the likelihood still targets the teacher's mu_t, sigma_t of the other view).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from vssl.losses import cosine_kl, cosine_nll, gaussian_kl, gaussian_nll
+from vssl.methods.base import MomentumMethod
+from vssl.models.ema import make_teacher
+from vssl.models.heads import MLP, GaussianHead
+
+LIKELIHOODS = {"gaussian": gaussian_nll, "cosine": cosine_nll}
+KLS = {"gaussian": gaussian_kl, "cosine": cosine_kl}
+
+
+class Gaussian(NamedTuple):
+    """A batch of diagonal Gaussians: ``mu`` and ``logvar``, each (B, d)."""
+
+    mu: Tensor
+    logvar: Tensor
+
+
+def vssl_pair_terms(
+    q: Gaussian,
+    p: Gaussian,
+    likelihood: Literal["gaussian", "cosine"] = "cosine",
+    kl: Literal["gaussian", "cosine", "none"] = "cosine",
+    sample: bool = True,
+    prior: Literal["teacher", "standard_normal"] = "teacher",
+) -> tuple[Tensor, Tensor]:
+    """Per-sample ``(likelihood, KL)`` terms, each (B,), for one ordered pair of views.
+
+    ``q`` is the student's posterior on view a, ``p`` the teacher's Gaussian on view b::
+
+        z          = q.mu + exp(q.logvar / 2) * eps   (q.mu if not sample)
+        likelihood = nll(z; p.mu, p.logvar)           gaussian_nll or cosine_nll
+        KL         = KL(q || prior)                   prior = p, or N(0, I); 0 for kl="none"
+
+    Computed in float32 (the terms exponentiate log-variances).
+    """
+    mu_s, lv_s = q.mu.float(), q.logvar.float()
+    mu_t, lv_t = p.mu.float(), p.logvar.float()
+    z = mu_s + (0.5 * lv_s).exp() * torch.randn_like(mu_s) if sample else mu_s
+    nll = LIKELIHOODS[likelihood](z, mu_t, lv_t)
+    if kl == "none":
+        return nll, torch.zeros_like(nll)
+    if prior == "standard_normal":
+        mu_t, lv_t = torch.zeros_like(mu_s), torch.zeros_like(lv_s)
+    return nll, KLS[kl](mu_s, lv_s, mu_t, lv_t)
+
+
+class VSSL(MomentumMethod):
+    """VSSL with an EMA teacher prior; ``training_step`` logs likelihood, kl, sigma^2 terms.
+
+    ``loss = 0.5 * sum_{(a,b) in {(2,1),(1,2)}} mean_i [ likelihood_i(a,b) + beta * KL_i(a,b) ]``.
+    """
+
+    name = "vssl"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        proj_hidden_dim: int = 4096,
+        latent_dim: int = 256,
+        pred_hidden_dim: int = 4096,
+        likelihood: Literal["gaussian", "cosine"] = "cosine",
+        kl: Literal["gaussian", "cosine", "none"] = "cosine",
+        beta: float = 1.0,
+        sample: bool = True,
+        predictor: bool = True,
+        prior: Literal["teacher", "standard_normal"] = "teacher",
+        tau_base: float = 0.99,
+        tau_final: float = 1.0,
+        logvar_min: float = -8.0,
+        logvar_max: float = 4.0,
+    ) -> None:
+        super().__init__(backbone, feature_dim, tau_base, tau_final)
+        for key, value, known in [
+            ("likelihood", likelihood, tuple(LIKELIHOODS)),
+            ("kl", kl, (*KLS, "none")),
+            ("prior", prior, ("teacher", "standard_normal")),
+        ]:
+            if value not in known:
+                raise ValueError(f"vssl: unknown {key} {value!r}; known: {', '.join(known)}")
+        self.likelihood, self.kl, self.prior = likelihood, kl, prior
+        self.beta, self.sample = float(beta), bool(sample)
+        self.projector = MLP(feature_dim, proj_hidden_dim, latent_dim)
+        self.predictor = (
+            MLP(latent_dim, pred_hidden_dim, latent_dim) if predictor else nn.Identity()
+        )
+        self.head = GaussianHead(latent_dim, latent_dim, logvar_min, logvar_max)
+        self.teacher_backbone = make_teacher(self.backbone)
+        self.teacher_projector = make_teacher(self.projector)
+        self.teacher_head = make_teacher(self.head)
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [
+            (self.backbone, self.teacher_backbone),
+            (self.projector, self.teacher_projector),
+            (self.head, self.teacher_head),
+        ]
+
+    def _student(self, x: Tensor) -> tuple[Tensor, Gaussian]:
+        feats = self.backbone(x)
+        return feats, Gaussian(*self.head(self.predictor(self.projector(feats))))
+
+    @torch.no_grad()
+    def _teacher(self, x: Tensor) -> Gaussian:
+        return Gaussian(*self.teacher_head(self.teacher_projector(self.teacher_backbone(x))))
+
+    def objective(
+        self, s1: Gaussian, s2: Gaussian, t1: Gaussian, t2: Gaussian
+    ) -> dict[str, Tensor]:
+        """Symmetrised loss from students ``s1, s2`` and teachers ``t1, t2`` of views 1 and 2.
+
+        ``loss = 0.5 * (L(a=x2, b=x1) + L(a=x1, b=x2))``, with
+        ``L(a, b) = mean_i [likelihood_i + beta * KL_i]``; also returns ``likelihood`` and ``kl``
+        (symmetrised batch means).
+        """
+        terms = dict(likelihood=self.likelihood, kl=self.kl, sample=self.sample, prior=self.prior)
+        nll_21, kl_21 = vssl_pair_terms(s2, t1, **terms)
+        nll_12, kl_12 = vssl_pair_terms(s1, t2, **terms)
+        nll = 0.5 * (nll_21.mean() + nll_12.mean())
+        kl = 0.5 * (kl_21.mean() + kl_12.mean())
+        return {"loss": nll + self.beta * kl, "likelihood": nll, "kl": kl}
+
+    def training_step(self, x1: Tensor, x2: Tensor) -> dict[str, Tensor]:
+        f1, s1 = self._student(x1)
+        f2, s2 = self._student(x2)
+        t1, t2 = self._teacher(x1), self._teacher(x2)
+        out = self.objective(s1, s2, t1, t2)
+        out["likelihood"] = out["likelihood"].detach()
+        out["kl"] = out["kl"].detach()
+        out["sigma2_student"] = torch.cat([s1.logvar, s2.logvar]).detach().float().exp().mean()
+        out["sigma2_teacher"] = torch.cat([t1.logvar, t2.logvar]).float().exp().mean()
+        out["feats"] = torch.cat([f1, f2]).detach()
+        out["z"] = torch.cat([s1.mu, s2.mu]).detach()
+        return out
+
+    @torch.no_grad()
+    def gaussian(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The teacher's ``(mu, logvar)`` for ``x`` (eval mode: BatchNorm running statistics)."""
+        modules = [self.teacher_backbone, self.teacher_projector, self.teacher_head]
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        try:
+            return tuple(self._teacher(x))  # type: ignore[return-value]
+        finally:
+            for m, mode in zip(modules, modes, strict=True):
+                m.train(mode)

@@ -1,0 +1,188 @@
+"""params.yaml: profiles, overrides, validation messages that name the key, DVC grid mirroring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vssl.cli import main
+from vssl.config import (
+    KNOWN_METHODS,
+    ConfigError,
+    check_grid_matches_file,
+    deep_merge,
+    load_params,
+    load_raw,
+    parse_override,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
+
+
+def _write(tmp_path: Path, tree: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_every_shipped_profile_validates(profile: str) -> None:
+    p = load_params(PARAMS, profile=profile)
+    assert p.profile == profile
+    assert set(p.grid.methods) <= set(KNOWN_METHODS)
+
+
+def test_default_profile_is_quick_with_the_issue_grid() -> None:
+    p = load_params(PARAMS)
+    assert p.profile == "quick"
+    assert p.grid.datasets == ["fashion_mnist"]
+    assert p.grid.methods == ["vssl", "byol", "random"]
+    assert p.backbone.name == "resnet18" and p.backbone.width < 64  # reduced width on CPU
+
+
+def test_profile_values_override_the_base() -> None:
+    base = load_raw(PARAMS)
+    smoke = load_params(PARAMS, profile="smoke")
+    assert smoke.pretrain.epochs == base["profiles"]["smoke"]["pretrain"]["epochs"]
+    assert smoke.backbone.width == base["profiles"]["smoke"]["backbone"]["width"]
+    # Untouched keys keep the base value.
+    assert smoke.pretrain.lars_eta == base["pretrain"]["lars_eta"]
+    assert smoke.methods.vssl.likelihood == base["methods"]["vssl"]["likelihood"]
+
+
+def test_paper_profile_sets_its_own_grid_and_epochs() -> None:
+    p = load_params(PARAMS, profile="paper")
+    assert p.grid.datasets == ["cifar10", "cifar100", "imagenet100"]
+    assert p.grid.methods == ["vssl", "byol", "mocov3", "simclr", "barlow_twins"]
+    assert p.grid.seeds == [0, 1, 2]
+    assert p.epochs_for("cifar10") == 1000 and p.epochs_for("imagenet100") == 400
+
+
+def test_overrides_apply_after_the_profile_and_parse_yaml() -> None:
+    p = load_params(PARAMS, profile="smoke", overrides=["pretrain.epochs=3", "grid.seeds=[0, 1]"])
+    assert p.pretrain.epochs == 3 and p.grid.seeds == [0, 1]
+    # `--set profile=NAME` selects the profile before it is applied.
+    assert load_params(PARAMS, overrides=["profile=smoke"]).backbone.width == 4
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a=") == (["a"], None)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("pretrain.epoch=3", "no key 'epoch' under pretrain; did you mean 'epochs'?"),
+        ("pretrain", "must look like key.sub=value"),
+        ("=3", "empty key"),
+        ("pretrain.epochs=[1", "not valid YAML"),
+        ("pretrain.epochs=-1", "pretrain.epochs: Input should be greater than or equal to 0"),
+    ],
+)
+def test_bad_overrides_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_params(PARAMS, profile="smoke", overrides=[override])
+    assert message in str(e.value)
+
+
+def test_unknown_profile_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown profile 'fast'; known: smoke, quick"):
+        load_params(PARAMS, profile="fast")
+
+
+def test_unknown_and_bad_keys_in_the_file_are_named(tmp_path: Path) -> None:
+    tree = load_raw(PARAMS)
+    tree["pretrain"]["epoch"] = 5  # typo: an unknown key
+    tree["extract"]["batch_size"] = 0
+    tree["profiles"]["smoke"]["methods"]["vssl"]["likelihood"] = "laplace"
+    path = _write(tmp_path, tree)
+    with pytest.raises(ConfigError) as e:
+        load_params(path, profile="smoke")
+    msg = str(e.value)
+    assert "pretrain.epoch: unknown key" in msg
+    assert "extract.batch_size: Input should be greater than 0" in msg
+    assert "methods.vssl.likelihood" in msg and "'gaussian' or 'cosine'" in msg
+
+
+def test_unknown_method_and_dataset_in_the_grid(tmp_path: Path) -> None:
+    tree = load_raw(PARAMS)
+    tree["grid"]["methods"] = ["vssl", "swav"]
+    with pytest.raises(ConfigError, match="unknown method 'swav'; known: vssl, byol"):
+        load_params(_write(tmp_path, tree))
+    tree = load_raw(PARAMS)
+    tree["grid"]["datasets"] = ["mnist"]
+    with pytest.raises(ConfigError, match="grid.datasets: unknown dataset 'mnist'; known: cifar10"):
+        load_params(_write(tmp_path, tree))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("a: [1", "not valid YAML"), ("- 1\n- 2\n", "top level must be a mapping")],
+)
+def test_malformed_files(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_raw(path)
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_raw(tmp_path / "missing.yaml")
+
+
+def test_method_and_optimizer_cfg() -> None:
+    p = load_params(PARAMS, profile="smoke")
+    cfg = p.method_cfg("vssl")
+    assert "optimizer" not in cfg and cfg["latent_dim"] == 32
+    opt = p.optimizer_cfg("mocov3")
+    assert opt["base_lr"] == 0.3 and opt["weight_decay"] == 1.0e-6  # the method's own block
+    assert opt["batch_size"] == p.pretrain.batch_size  # the rest from pretrain
+    with pytest.raises(ConfigError, match="unknown method 'dino'; known:"):
+        p.method_cfg("dino")
+
+
+def test_environment_overrides_data_root_and_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = load_params(PARAMS, profile="smoke")
+    monkeypatch.delenv("VSSL_DATA_ROOT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert p.data_root_path() == Path("../shared/data")
+    assert p.tracking_uri() == "sqlite:///mlflow.db"
+    monkeypatch.setenv("VSSL_DATA_ROOT", "/elsewhere")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
+    assert p.data_root_path() == Path("/elsewhere")
+    assert p.tracking_uri() == "sqlite:////tmp/x.db"
+
+
+def test_deep_merge_does_not_mutate() -> None:
+    base = {"a": {"b": 1, "c": [1]}, "d": 2}
+    out = deep_merge(base, {"a": {"b": 5}, "e": 3})
+    assert out == {"a": {"b": 5, "c": [1]}, "d": 2, "e": 3}
+    assert base == {"a": {"b": 1, "c": [1]}, "d": 2}
+
+
+def test_dvc_grid_check_prints_the_flags(tmp_path: Path) -> None:
+    check_grid_matches_file(PARAMS, load_params(PARAMS, profile="quick"))
+    check_grid_matches_file(PARAMS, load_params(PARAMS, profile="smoke"))
+    with pytest.raises(ConfigError) as e:
+        check_grid_matches_file(PARAMS, load_params(PARAMS, profile="paper"))
+    msg = str(e.value)
+    assert "dvc exp run -S profile=paper" in msg
+    assert "-S 'grid.datasets=[cifar10,cifar100,imagenet100]'" in msg
+    assert "-S 'grid.seeds=[0,1,2]'" in msg
+    # With the grid mirrored as those flags would, the check passes.
+    tree = load_raw(PARAMS)
+    tree["profile"] = "paper"
+    tree["grid"] = tree["profiles"]["paper"]["grid"]
+    path = _write(tmp_path, tree)
+    check_grid_matches_file(path, load_params(path))
+
+
+def test_validate_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["validate", "--params", str(PARAMS), "--profile", "smoke", "-q"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["validate", "--params", str(PARAMS), "--profile", "smoke"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["profile"] == "smoke" and "profiles" not in resolved
+    assert main(["validate", "--params", str(PARAMS), "--profile", "paper", "--dvc", "-q"]) == 2
+    assert "dvc exp run -S profile=paper" in capsys.readouterr().err
+    assert main(["validate", "--params", str(PARAMS), "--set", "pretrain.epoch=1"]) == 2
+    assert "did you mean 'epochs'" in capsys.readouterr().err

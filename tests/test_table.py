@@ -1,0 +1,236 @@
+"""`vssl table`: aggregation over seeds, missing/malformed inputs, figures and the MLflow run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vssl.config import load_params
+from vssl.report.table import ReportError, aggregate, check_inputs, load_runs, write_table
+from vssl.workflow import grid_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+GRID = [
+    "grid.datasets=[fashion_mnist,cifar10_mini]",
+    "grid.methods=[vssl,byol,random]",
+    "grid.seeds=[0,1,2]",
+]
+
+
+def _params(overrides: list[str] = GRID):
+    return load_params(ROOT / "params.yaml", profile="smoke", overrides=overrides)
+
+
+def _probe_values(dataset: str, method: str, seed: int) -> dict:
+    """Distinct, reproducible numbers per run, so a mix-up between runs changes the table."""
+    base = {"fashion_mnist": 70.0, "cifar10_mini": 40.0}[dataset]
+    base += {"vssl": 10.0, "byol": 8.0, "random": -20.0}[method]
+    res = {
+        "linear_top1": base + 1.5 * seed,
+        "linear_top5": min(100.0, base + 20 + seed),
+        "linear_weight_decay": 1e-4,
+        "knn20_top1": base - 2 + 0.5 * seed**2,
+        "knn20_top5": base + 15,
+        "knn200_top1": base - 3 - seed,
+        "knn200_top5": base + 14,
+        "n_train": 512,
+        "n_test": 256,
+        "feature_dim": 32,
+        "num_classes": 10,
+    }
+    if method == "vssl":
+        res["uncertainty_error_auroc"] = 0.6 + 0.05 * seed
+        res["uncertainty_mean_variance"] = 0.01 * (seed + 1)
+    return res
+
+
+def write_fake_results(params, root: Path, with_sidecar: bool = True) -> None:
+    """The files the pipeline's stages write for every run of ``params``' grid."""
+    rng = np.random.default_rng(0)
+    for r in grid_runs(params):
+        (root / r.probe).parent.mkdir(parents=True, exist_ok=True)
+        (root / r.probe).write_text(json.dumps(_probe_values(r.dataset, r.method, r.seed)))
+        (root / r.run_dir).mkdir(parents=True, exist_ok=True)
+        # As vssl.train.engine writes it: `random` takes no optimiser step and has no online probe.
+        untrained = r.method == "random"
+        metrics = {
+            "online_probe_top1": None if untrained else 30.0 + r.seed,
+            "epochs": 2,
+            "global_step": 0 if untrained else 8,
+            "knn_top1": 25.0,
+        }
+        (root / r.metrics).write_text(json.dumps(metrics))
+        if r.method == "random":
+            (root / r.history).write_text("epoch,loss,online_probe_top1\n")  # untrained: no rows
+        else:
+            (root / r.history).write_text(
+                "epoch,loss,online_probe_top1,lr,images_per_second\n"
+                f"1,{2.0 - 0.1 * r.seed},{20 + r.seed},0.1,900\n"
+                f"2,{1.5 - 0.1 * r.seed},{30 + r.seed},0.05,950\n"
+            )
+        if r.method == "vssl" and with_sidecar:
+            n = 200
+            variance = rng.lognormal(size=n)
+            correct = variance < np.quantile(variance, 0.7)  # the top 30 % variances are wrong
+            side = pd.DataFrame(
+                {
+                    "index": np.arange(n),
+                    "label": rng.integers(0, 10, n),
+                    "prediction": rng.integers(0, 10, n),
+                    "correct": correct.astype(int),
+                    "mean_variance": variance,
+                }
+            )
+            side.to_csv(root / r.uncertainty, index=False)
+
+
+def test_aggregate_means_and_sample_std_over_seeds(tmp_path: Path) -> None:
+    params = _params()
+    write_fake_results(params, tmp_path)
+    per_run = load_runs(grid_runs(params), tmp_path)
+    assert len(per_run) == 2 * 3 * 3
+    table = aggregate(per_run, params)
+    # One row per dataset x method, in the grid's order.
+    assert list(zip(table["dataset"], table["method"], strict=True)) == [
+        (d, m) for d in ("fashion_mnist", "cifar10_mini") for m in ("vssl", "byol", "random")
+    ]
+    row = table[(table["dataset"] == "cifar10_mini") & (table["method"] == "vssl")].iloc[0]
+    seeds = np.array([0, 1, 2], dtype=float)
+    for metric, values in {
+        "linear_top1": 50.0 + 1.5 * seeds,
+        "knn20_top1": 48.0 + 0.5 * seeds**2,
+        "knn200_top1": 47.0 - seeds,
+        "online_probe_top1": 30.0 + seeds,
+        "uncertainty_error_auroc": 0.6 + 0.05 * seeds,
+    }.items():
+        assert row[f"{metric}_mean"] == pytest.approx(values.mean())
+        assert row[f"{metric}_std"] == pytest.approx(values.std(ddof=1))
+    assert row["n_seeds"] == 3 and row["epochs"] == 2
+    assert row["backbone"] == "resnet18" and row["width"] == params.backbone.width
+    assert row["profile"] == "smoke" and row["n_train"] == 512 and row["feature_dim"] == 32
+    # Metrics a method lacks stay empty rather than becoming 0.
+    byol = table[table["method"] == "byol"].iloc[0]
+    assert math.isnan(byol["uncertainty_error_auroc_mean"])
+    rnd = table[table["method"] == "random"].iloc[0]
+    assert math.isnan(rnd["online_probe_top1_mean"]) and rnd["epochs"] == 0
+    # Column order: ids first, then linear before kNN (top-1 before top-5, small k first).
+    metric_cols = [c for c in table.columns if c.endswith("_mean")]
+    assert metric_cols[:6] == [
+        "linear_top1_mean",
+        "linear_top5_mean",
+        "knn20_top1_mean",
+        "knn200_top1_mean",
+        "knn20_top5_mean",
+        "knn200_top5_mean",
+    ]
+
+
+def test_one_seed_has_empty_std_and_csv_is_deterministic(tmp_path: Path) -> None:
+    params = _params([*GRID[:2], "grid.seeds=[0]"])
+    write_fake_results(params, tmp_path)
+    table = aggregate(load_runs(grid_runs(params), tmp_path), params)
+    assert table["linear_top1_std"].isna().all()
+    assert (table["n_seeds"] == 1).all()
+    write_table(table, tmp_path / "a.csv")
+    write_table(aggregate(load_runs(grid_runs(params), tmp_path), params), tmp_path / "b.csv")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    back = pd.read_csv(tmp_path / "a.csv")
+    assert back["linear_top1_std"].isna().all()  # written empty, read back as NaN
+    assert back.loc[0, "linear_top1_mean"] == pytest.approx(80.0)
+
+
+def test_missing_inputs_are_all_listed(tmp_path: Path) -> None:
+    params = _params()
+    write_fake_results(params, tmp_path)
+    runs = grid_runs(params)
+    gone = [runs[0].probe, runs[4].metrics, runs[7].history]
+    for p in gone:
+        (tmp_path / p).unlink()
+    with pytest.raises(ReportError) as e:
+        check_inputs(runs, tmp_path)
+    for p in gone:
+        assert p in str(e.value)
+    assert "3 input file(s)" in str(e.value)
+
+
+def test_malformed_probe_json_names_the_file(tmp_path: Path) -> None:
+    params = _params()
+    write_fake_results(params, tmp_path)
+    bad = grid_runs(params)[2]
+    values = _probe_values(bad.dataset, bad.method, bad.seed)
+    del values["linear_top1"]
+    (tmp_path / bad.probe).write_text(json.dumps(values))
+    with pytest.raises(ReportError, match=rf"{bad.probe}: missing key\(s\) linear_top1"):
+        load_runs(grid_runs(params), tmp_path)
+    values["linear_top1"] = "high"
+    (tmp_path / bad.probe).write_text(json.dumps(values))
+    with pytest.raises(ReportError, match="linear_top1"):
+        load_runs(grid_runs(params), tmp_path)
+
+
+def test_error_rate_by_variance_decile() -> None:
+    from vssl.report.figures import error_by_decile
+
+    n = 100
+    variance = np.arange(n, dtype=float)[::-1]  # unsorted input on purpose
+    correct = variance < 90  # exactly the 10 largest variances are wrong
+    unc = pd.DataFrame(
+        {"dataset": "d", "method": "vssl", "seed": 0, "mean_variance": variance, "correct": correct}
+    )
+    dec = error_by_decile(unc)
+    assert list(dec["decile"]) == list(range(1, 11))
+    assert list(dec["error_rate"]) == [0.0] * 9 + [100.0]
+
+
+def test_missing_vssl_sidecar_is_an_error(tmp_path: Path) -> None:
+    from vssl.report.figures import load_uncertainty
+
+    params = _params()
+    write_fake_results(params, tmp_path, with_sidecar=False)
+    with pytest.raises(ReportError, match="uncertainty.csv"):
+        load_uncertainty(grid_runs(params), tmp_path)
+
+
+def test_cli_writes_table_figures_and_mlflow_run(tmp_path: Path, mlflow_uri: str) -> None:
+    from mlflow import MlflowClient
+
+    from vssl.cli import main
+    from vssl.workflow import FIGURES
+
+    params = _params()
+    write_fake_results(params, tmp_path)
+    out, figs = tmp_path / "results" / "table.csv", tmp_path / "results" / "figures"
+    args = ["table", "--params", str(ROOT / "params.yaml"), "--profile", "smoke"]
+    args += [a for o in GRID for a in ("--set", o)]
+    assert main([*args, "--root", str(tmp_path), "--out", str(out), "--figures", str(figs)]) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 6
+    for name in FIGURES.values():
+        png = figs / Path(name).name
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+    assert not list(figs.glob(".*"))  # no temporary files left behind
+
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name(params.mlflow.experiment)
+    (run,) = client.search_runs([exp.experiment_id], "tags.stage = 'table'")
+    assert run.data.tags["profile"] == "smoke" and run.info.status == "FINISHED"
+    assert run.data.metrics["cifar10_mini.vssl.linear_top1_mean"] == pytest.approx(51.5)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"table.csv", "figures"} <= artifacts
+    names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert names == {Path(p).name for p in FIGURES.values()}
+
+
+def test_cli_fails_fast_on_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from vssl.cli import main
+
+    rc = main(["table", "--params", str(ROOT / "params.yaml"), "--root", str(tmp_path)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "missing" in err and "results/probes/quick/fashion_mnist/vssl/seed0.json" in err

@@ -1,0 +1,1 @@
+"""Reporting: results/table.csv (vssl.report.table) and its seaborn figures (.figures)."""

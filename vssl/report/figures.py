@@ -1,0 +1,288 @@
+"""The seaborn figures of `vssl table` (results/figures/*.png, names in vssl.workflow.FIGURES).
+
+- ``accuracy``: top-1 of every probe (linear, kNN per k, online) by method and dataset; bars are
+  means over seeds, error bars one standard deviation over seeds.
+- ``training_curves``: every numeric column of each run's history.csv against ``epoch``
+  (mean over seeds, band = one standard deviation), one panel per column.
+- ``uncertainty``: VSSL's predicted variance ``v_i = mean_j exp(logvar_ij)`` against the linear
+  probe's errors: the error rate in each decile of ``v`` (a useful variance rises left to
+  right) and the distribution of ``log10 v`` for right and wrong predictions.
+
+A figure with nothing to show (no VSSL run, no history rows) still gets written, saying so,
+so the set of outputs is the same for every grid.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from vssl.io import atomic_path  # noqa: E402
+from vssl.report.table import ONLINE_KEY, ReportError  # noqa: E402
+from vssl.workflow import FIGURES, Run  # noqa: E402
+
+# history.csv columns left out of the curves: row indices and throughput, not learning.
+HISTORY_SKIP = ("epoch", "step", "global_step", "images_per_second", "epoch_time_s")
+DECILES = 10
+
+
+def _order(values: pd.Series) -> list:
+    """Unique values in order of first appearance (the grid's order)."""
+    return list(dict.fromkeys(values.tolist()))
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def _placeholder(path: str | Path, title: str, text: str) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 2.5))
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    return _save(fig, path)
+
+
+def top1_long(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Per-run top-1 accuracies in long form: dataset, method, seed, probe, top1."""
+    cols = [c for c in per_run.columns if c.endswith("_top1")]
+    cols = [c for c in cols if c != ONLINE_KEY] + ([ONLINE_KEY] if ONLINE_KEY in cols else [])
+    long = per_run.melt(
+        id_vars=["dataset", "method", "seed"], value_vars=cols, var_name="probe", value_name="top1"
+    )
+    long["probe"] = long["probe"].str.removesuffix("_top1")
+    return long.dropna(subset=["top1"])
+
+
+def accuracy_figure(per_run: pd.DataFrame, path: str | Path) -> Path:
+    """Bars: mean top-1 over seeds per (probe, method, dataset); error bars: one std."""
+    long = top1_long(per_run)
+    if long.empty:
+        return _placeholder(path, "Top-1 accuracy", "no accuracy was measured")
+    g = sns.catplot(
+        data=long,
+        kind="bar",
+        x="method",
+        y="top1",
+        hue="dataset",
+        col="probe",
+        order=_order(per_run["method"]),
+        hue_order=_order(per_run["dataset"]),
+        col_order=_order(long["probe"]),
+        errorbar="sd",
+        capsize=0.15,
+        height=3.2,
+        aspect=1.0,
+    )
+    g.set_axis_labels("", "top-1 accuracy (%)")
+    g.set_titles("{col_name}")
+    g.figure.suptitle("Probe accuracy (mean ± std over seeds)", y=1.03)
+    return _save(g.figure, path)
+
+
+def load_histories(runs: Iterable[Run], root: str | Path = ".") -> pd.DataFrame:
+    """Every run's history.csv in long form: dataset, method, seed, epoch, metric, value."""
+    root = Path(root)
+    frames = []
+    for r in runs:
+        path = root / r.history
+        try:
+            h = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            continue  # an untrained run (method `random`) may have no history at all
+        if h.empty:
+            continue
+        if "epoch" not in h.columns:
+            raise ReportError(f"{r.history}: no `epoch` column (columns: {', '.join(h.columns)})")
+        values = [
+            c for c in h.columns if c not in HISTORY_SKIP and pd.api.types.is_numeric_dtype(h[c])
+        ]
+        long = h.melt(id_vars=["epoch"], value_vars=values, var_name="metric", value_name="value")
+        long.insert(0, "seed", r.seed)
+        long.insert(0, "method", r.method)
+        long.insert(0, "dataset", r.dataset)
+        frames.append(long.dropna(subset=["value"]))
+    cols = ["dataset", "method", "seed", "epoch", "metric", "value"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def training_curves_figure(history: pd.DataFrame, path: str | Path) -> Path:
+    """One panel per history column against epoch; mean over seeds, band one std."""
+    if history.empty:
+        return _placeholder(path, "Training curves", "no run has a training history")
+    metrics = _order(history["metric"])
+    g = sns.relplot(
+        data=history,
+        kind="line",
+        x="epoch",
+        y="value",
+        hue="method",
+        style="dataset",
+        col="metric",
+        col_order=metrics,
+        col_wrap=min(3, len(metrics)),
+        errorbar="sd",
+        marker="o",
+        height=2.8,
+        aspect=1.2,
+        facet_kws={"sharey": False, "sharex": True},
+    )
+    g.set_titles("{col_name}")
+    g.set_ylabels("")
+    g.figure.suptitle("Training curves (history.csv; mean ± std over seeds)", y=1.03)
+    return _save(g.figure, path)
+
+
+def load_uncertainty(runs: Iterable[Run], root: str | Path = ".") -> pd.DataFrame:
+    """The VSSL runs' uncertainty sidecars: dataset, seed, mean_variance, correct (bool).
+
+    A VSSL run without its sidecar is an error: the probe writes one for every run that has
+    Gaussian features.
+    """
+    root = Path(root)
+    frames = []
+    for r in runs:
+        path = root / r.uncertainty
+        if not path.is_file():
+            if r.method == "vssl":
+                raise ReportError(f"{r.uncertainty}: missing (the probe writes it for VSSL runs)")
+            continue
+        u = pd.read_csv(path)
+        lacking = {"correct", "mean_variance"} - set(u.columns)
+        if lacking:
+            raise ReportError(f"{r.uncertainty}: missing column(s) {', '.join(sorted(lacking))}")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "dataset": r.dataset,
+                    "method": r.method,
+                    "seed": r.seed,
+                    "mean_variance": u["mean_variance"].astype(float),
+                    "correct": u["correct"].astype(bool),
+                }
+            )
+        )
+    cols = ["dataset", "method", "seed", "mean_variance", "correct"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def error_by_decile(unc: pd.DataFrame, bins: int = DECILES) -> pd.DataFrame:
+    """Error rate (%) per quantile bin of the predicted variance, per (dataset, method, seed).
+
+    Bin b of a run holds the samples whose variance rank lies in [b/bins, (b+1)/bins); ranks
+    break ties by order, so every bin has n/bins samples even when variances repeat.
+    """
+    rows = []
+    for (dataset, method, seed), g in unc.groupby(["dataset", "method", "seed"], sort=False):
+        ranks = g["mean_variance"].rank(method="first").to_numpy() - 1
+        b = np.minimum((ranks * bins / len(g)).astype(int), bins - 1)
+        err = (~g["correct"].to_numpy()).astype(float)
+        for k in range(bins):
+            sel = b == k
+            if sel.any():
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "method": method,
+                        "seed": seed,
+                        "decile": k + 1,
+                        "error_rate": 100.0 * err[sel].mean(),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def uncertainty_figure(
+    unc: pd.DataFrame, path: str | Path, auroc: pd.DataFrame | None = None
+) -> Path:
+    """Error rate by variance decile, and log10 variance of right vs wrong predictions.
+
+    ``auroc`` (optional): per-run rows with dataset and uncertainty_error_auroc, shown in the title.
+    """
+    if unc.empty:
+        return _placeholder(
+            path, "Predicted variance vs error", "no VSSL run in this grid (nothing to show)"
+        )
+    datasets = _order(unc["dataset"])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    dec = error_by_decile(unc)
+    sns.lineplot(
+        data=dec,
+        x="decile",
+        y="error_rate",
+        hue="dataset",
+        hue_order=datasets,
+        errorbar="sd",
+        marker="o",
+        ax=ax1,
+    )
+    ax1.set_xlabel("predicted-variance decile (low → high)")
+    ax1.set_ylabel("linear-probe error rate (%)")
+    ax1.set_xticks(range(1, DECILES + 1))
+    plot = unc.assign(
+        log10_variance=np.log10(unc["mean_variance"].clip(lower=1e-30)),
+        outcome=np.where(unc["correct"], "correct", "wrong"),
+    )
+    with warnings.catch_warnings():
+        # seaborn 0.13 passes matplotlib 3.11's deprecated `vert` to bxp; harmless here.
+        warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
+        sns.boxplot(
+            data=plot,
+            x="dataset",
+            y="log10_variance",
+            hue="outcome",
+            order=datasets,
+            hue_order=["correct", "wrong"],
+            showfliers=False,
+            ax=ax2,
+        )
+    ax2.set_ylabel("log10 predicted variance")
+    ax2.set_xlabel("")
+    title = "VSSL: predicted variance vs linear-probe error"
+    if auroc is not None and "uncertainty_error_auroc" in auroc:
+        vssl = auroc[auroc["method"] == "vssl"] if "method" in auroc else auroc
+        parts = []
+        for ds in datasets:
+            a = vssl.loc[vssl["dataset"] == ds, "uncertainty_error_auroc"].dropna()
+            if len(a):
+                parts.append(f"{ds}: {a.mean():.3f}")
+        if parts:
+            title += "  (error AUROC " + ", ".join(parts) + ")"
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_figures(
+    per_run: pd.DataFrame, runs: list[Run], root: str | Path, out_dir: str | Path
+) -> dict[str, Path]:
+    """Write every figure of vssl.workflow.FIGURES into ``out_dir``; returns name -> path."""
+    out_dir = Path(out_dir)
+    names = {k: out_dir / Path(v).name for k, v in FIGURES.items()}
+    sns.set_theme(style="whitegrid", context="notebook")
+    written = {
+        "accuracy": accuracy_figure(per_run, names["accuracy"]),
+        "training_curves": training_curves_figure(
+            load_histories(runs, root), names["training_curves"]
+        ),
+        "uncertainty": uncertainty_figure(
+            load_uncertainty(runs, root), names["uncertainty"], auroc=per_run
+        ),
+    }
+    missing = set(FIGURES) - set(written)
+    if missing:  # a new entry in FIGURES without a writer here
+        raise ReportError(f"no writer for figure(s) {sorted(missing)}")
+    return written

@@ -1,0 +1,14 @@
+# prepare_data: materialise or verify one dataset in the data root and write its manifest.
+
+
+rule prepare_data:
+    output:
+        "data/prepared/{profile}/{dataset}.json",
+    log:
+        "logs/{profile}/prepare_data/{dataset}.log",
+    params:
+        digest=lambda wc: wf.stage_digest(P, "prepare_data", wc.dataset),
+    threads: 1
+    shell:
+        "python -m vssl prepare --params params.yaml --profile {wildcards.profile}"
+        " --dataset {wildcards.dataset} --out {output} > {log} 2>&1"

@@ -159,9 +159,8 @@ class ExtractCfg(_Strict):
 class LinearProbeCfg(_Strict):
     weight_decays: list[float] = Field([0.0, 1e-6, 1e-5, 1e-4, 1e-3], min_length=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
-    epochs: int = Field(100, gt=0)
-    batch_size: int = Field(1024, gt=0)
-    lr: float = Field(0.1, gt=0)
+    max_iter: int = Field(300, gt=0)  # full-batch L-BFGS iterations
+    lr: float = Field(1.0, gt=0)  # L-BFGS step size
 
 
 class KnnProbeCfg(_Strict):

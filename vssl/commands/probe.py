@@ -1,15 +1,98 @@
-"""`vssl probe` (placeholder until implemented)."""
+"""`vssl probe`: linear and kNN probes (and VSSL's uncertainty AUROC) on saved features.
+
+    vssl probe --features FEATDIR --out results.json [--params params.yaml] [--profile X] [--set k=v]
+
+Reads only ``FEATDIR/train.npz`` and ``FEATDIR/test.npz`` (never the network) and writes the flat
+``results.json`` (keys: :mod:`vssl.eval.probe`) plus, for VSSL features, the per-test-sample
+sidecar ``<out stem>.uncertainty.csv``. Logged to MLflow as a ``stage=probe`` run, nested under
+the pretraining run when the features record its id (a standalone run otherwise).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+from pathlib import Path
 
 from vssl.cli import add_params_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--features", required=True, type=Path, help="folder with train.npz and test.npz"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="results JSON to write (VSSL also gets <stem>.uncertainty.csv beside it)",
+    )
     add_params_arguments(p)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the linear probe's validation split (default: the features' pretraining "
+        "seed, else 0)",
+    )
+    p.add_argument(
+        "--device", default=None, help="torch device (default: the accelerator if any, else cpu)"
+    )
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("vssl probe")
+    from vssl import tracking
+    from vssl.config import load_params
+    from vssl.eval.extract import pick_device
+    from vssl.eval.features import FeatureError, load_feature_dir, read_meta
+    from vssl.eval.probe import run_probes, write_report
+
+    params = load_params(args.params, profile=args.profile, overrides=args.overrides)
+    try:
+        train, test = load_feature_dir(args.features)
+    except FeatureError as e:
+        print(f"vssl probe: error: {e}", file=sys.stderr)
+        return 2
+    meta = train.meta or read_meta(args.features)
+    seed = args.seed if args.seed is not None else int(meta.get("seed", 0))
+
+    if args.no_mlflow:
+        run_ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
+    else:
+        run_ctx = tracking.start_run(
+            params,
+            stage="probe",
+            dataset=str(meta.get("dataset", "unknown")),
+            method=str(meta.get("method", "unknown")),
+            seed=int(meta.get("seed", seed)),
+            parent_run_id=meta.get("mlflow_run_id") or None,
+        )
+    with run_ctx:
+        report = run_probes(train, test, params.probe, seed=seed, device=pick_device(args.device))
+        written = write_report(report, args.out)
+        if not args.no_mlflow:
+            tracking.set_tags(
+                {
+                    "features": str(args.features),
+                    "features_profile": meta.get("profile", "unknown"),
+                    "probe_seed": seed,
+                }
+            )
+            tracking.log_metrics(report.mlflow_metrics())
+            for path in written:
+                tracking.log_artifact(path)
+
+    r = report.results
+    knn = "  ".join(f"{k}={v:.2f}" for k, v in r.items() if k.startswith("knn"))
+    line = (
+        f"vssl probe: {args.features}: linear top1={r['linear_top1']:.2f} "
+        f"top5={r['linear_top5']:.2f} (wd={r['linear_weight_decay']:g})  {knn}"
+    )
+    if "uncertainty_error_auroc" in r:
+        auc = r["uncertainty_error_auroc"]
+        line += f"  uncertainty AUROC={'undefined' if auc is None else f'{auc:.3f}'}"
+    print(line)
+    print(f"vssl probe: wrote {', '.join(str(p) for p in written)}")
+    return 0

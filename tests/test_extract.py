@@ -1,0 +1,289 @@
+"""`vssl extract` on real data (cifar10-mini, smoke profile): shapes, determinism, errors, MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vssl.eval.extract import extraction_params, plan_extraction
+from vssl.eval.features import load_feature_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = "cifar10_mini"
+
+
+def make_checkpoint(path: Path, params, method: str, mlflow_run_id: str | None = None) -> Path:
+    """A checkpoint in the documented format around a freshly initialised method (epoch 0)."""
+    from vssl.data import get_spec
+    from vssl.train.checkpoint import build_method, save_checkpoint
+
+    spec = get_spec(DATASET, params)
+    data_spec = {
+        "image_size": spec.image_size,
+        "channels": spec.channels,
+        "classes": list(spec.classes),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "preset": spec.preset,
+    }
+    torch.manual_seed(0)
+    model, _ = build_method(method, params, data_spec)
+    save_checkpoint(
+        path,
+        {
+            "method": method,
+            "dataset": DATASET,
+            "seed": 0,
+            "epoch": 0,
+            "total_epochs": 0,
+            "complete": True,
+            "config": params.to_dict(),
+            "data_spec": data_spec,
+            "model": model.state_dict(),
+            "optimizer": {},
+            "scheduler": {},
+            "online_probe": {},
+            "rng": {},
+            "mlflow_run_id": mlflow_run_id,
+            "git_commit": None,
+            "versions": {},
+        },
+    )
+    return path
+
+
+N_TRAIN, N_TEST = 160, 80
+# Smaller than the smoke subsets (thin convolutions are slow on CPU), batches that do not
+# divide the splits (the last batch is partial).
+TINY = [f"data.train_subset={N_TRAIN}", f"data.test_subset={N_TEST}", "extract.batch_size=64"]
+
+
+@pytest.fixture()
+def params(smoke_params):
+    """The smoke profile with TINY applied (smoke_params also sets the data root and MLflow)."""
+    from vssl.config import load_params
+
+    return load_params(ROOT / "params.yaml", profile="smoke", overrides=TINY)
+
+
+@pytest.fixture(scope="module")
+def ckpts(data_root: Path, tmp_path_factory) -> dict[str, Path]:
+    """One epoch-0 checkpoint per method, built once for the module."""
+    from vssl.config import load_params
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VSSL_DATA_ROOT", str(data_root))
+        params = load_params(ROOT / "params.yaml", profile="smoke", overrides=TINY)
+        folder = tmp_path_factory.mktemp("ckpts")
+        return {
+            m: make_checkpoint(folder / f"{m}.pt", params, m) for m in ("vssl", "byol", "random")
+        }
+
+
+def cli_base(tmp_path: Path) -> list[str]:
+    sets = [a for s in TINY for a in ("--set", s)]
+    return ["--params", str(ROOT / "params.yaml"), "--profile", "smoke", *sets]
+
+
+def test_extract_vssl_shapes_dtypes_and_determinism(tmp_path: Path, params, ckpts) -> None:
+    from vssl.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(ckpts["vssl"])
+    plan = plan_extraction(ckpt, DATASET, params, checkpoint_path=ckpts["vssl"])
+    first = plan.run(torch.device("cpu"), progress=False)
+    second = plan.run(torch.device("cpu"), progress=False)
+
+    latent = params.methods.vssl.latent_dim
+    for fs, n in ((first.train, N_TRAIN), (first.test, N_TEST)):
+        assert fs.features.shape == (n, 8 * params.backbone.width)
+        assert fs.features.dtype == np.float32 and fs.labels.dtype == np.int64
+        assert fs.mu.shape == fs.logvar.shape == (n, latent)
+        assert fs.mu.dtype == fs.logvar.dtype == np.float32
+        assert np.bincount(fs.labels, minlength=10).min() > 0  # stratified subsets
+        assert fs.features.std(0).max() > 0  # not a constant output
+    for a, b in ((first.train, second.train), (first.test, second.test)):
+        for key in ("features", "labels", "mu", "logvar"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    assert first.meta == second.meta
+    assert first.meta["checkpoint_sha256"] and first.meta["num_classes"] == 10
+
+    # The labels are the dataset's own, in order (shuffle=False).
+    from vssl.data import load_tensors
+
+    _, labels = load_tensors(DATASET, "test", params)
+    np.testing.assert_array_equal(first.test.labels, labels.numpy())
+
+    written = first.write(tmp_path / "feats")
+    assert [p.name for p in written] == ["train.npz", "test.npz", "meta.json"]
+    train, test = load_feature_dir(tmp_path / "feats")
+    np.testing.assert_array_equal(train.mu, first.train.mu)
+    assert json.loads((tmp_path / "feats" / "meta.json").read_text()) == train.meta == test.meta
+
+
+@pytest.mark.parametrize("method", ["random"])
+def test_extract_deterministic_methods_have_no_gaussian(params, ckpts, method: str) -> None:
+    from vssl.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(ckpts[method])
+    ext = plan_extraction(ckpt, DATASET, params).run(torch.device("cpu"), progress=False)
+    assert ext.train.mu is None and ext.test.logvar is None
+    assert ext.meta["epoch"] == 0 and ext.meta["latent_dim"] is None
+    assert ext.train.features.shape == (N_TRAIN, 8 * params.backbone.width)
+
+
+def test_extraction_params_sources(params, ckpts) -> None:
+    from vssl.config import ConfigError
+    from vssl.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(ckpts["random"])
+    # Checkpoint's config by default; data sections from the file with a profile; --set last.
+    assert extraction_params(ckpt).extract.batch_size == 64
+    p = extraction_params(ckpt, ROOT / "params.yaml", "smoke", ["data.test_subset=64"])
+    assert p.extract.batch_size == 512 and p.data.test_subset == 64
+    assert p.backbone == params.backbone
+    with pytest.raises(ConfigError, match="takes 'backbone' from the checkpoint"):
+        extraction_params(ckpt, overrides=["backbone.width=8"])
+
+
+def test_cli_extract_then_probe_nested_in_mlflow(
+    tmp_path: Path, params, ckpts, mlflow_uri: str
+) -> None:
+    from mlflow import MlflowClient
+
+    from vssl import tracking
+    from vssl.cli import main
+    from vssl.train.checkpoint import load_checkpoint, save_checkpoint
+
+    with tracking.start_run(params, stage="pretrain", dataset=DATASET, method="vssl", seed=0) as r:
+        parent = r.info.run_id
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    save_checkpoint(ckpt, {**load_checkpoint(ckpts["vssl"]), "mlflow_run_id": parent})
+    feats, out = tmp_path / "feats", tmp_path / "probe" / "seed0.json"
+    base = cli_base(tmp_path)
+    assert (
+        main(
+            [
+                "extract",
+                "--checkpoint",
+                str(ckpt.parent),
+                "--dataset",
+                DATASET,
+                "--out",
+                str(feats),
+                *base,
+            ]
+        )
+        == 0
+    )
+    assert main(["probe", "--features", str(feats), "--out", str(out), *base]) == 0
+
+    results = json.loads(out.read_text())
+    assert results["n_train"] == N_TRAIN and results["n_test"] == N_TEST
+    assert "uncertainty_error_auroc" in results and out.with_name("seed0.uncertainty.csv").is_file()
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("vssl").experiment_id
+    for stage in ("extract", "probe"):
+        (run,) = client.search_runs([exp], f"tags.stage = '{stage}'")
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.tags["profile"] == "smoke" and run.data.tags["method"] == "vssl"
+
+
+def test_corrupt_checkpoint_and_bad_requests_leave_no_output(
+    tmp_path: Path, params, ckpts, capsys
+) -> None:
+    from vssl.cli import main
+
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"\x00garbage, not a torch file")
+    feats = tmp_path / "feats"
+    argv = [
+        "extract",
+        "--checkpoint",
+        str(bad),
+        "--dataset",
+        DATASET,
+        "--out",
+        str(feats),
+        "--no-mlflow",
+    ]
+    assert main(argv) == 2
+    assert "corrupt or unreadable checkpoint" in capsys.readouterr().err
+    assert not feats.exists()
+
+    argv[2] = str(ckpts["random"])
+    argv[4] = "fashion_mnist"
+    assert main(argv) == 2
+    assert "pretrained on 'cifar10_mini', not 'fashion_mnist'" in capsys.readouterr().err
+    assert main([*argv, "--allow-dataset-mismatch"]) == 2
+    assert "1-channel images" in capsys.readouterr().err
+    argv[4] = "no_such_set"
+    assert main(argv) == 2
+    assert "unknown dataset 'no_such_set'; known:" in capsys.readouterr().err
+    assert not feats.exists()
+
+
+@pytest.mark.slow
+def test_real_pretraining_features_probe_like_sklearn(
+    tmp_path: Path, smoke_params, mlflow_uri: str
+) -> None:
+    """1 epoch of VSSL on cifar10-mini -> extract -> probe; sklearn on the same features."""
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from vssl.cli import main
+    from vssl.eval.knn import knn_predict
+
+    params = ["--params", str(ROOT / "params.yaml"), "--profile", "smoke"]
+    data = ["--set", "data.train_subset=1000", "--set", "data.test_subset=500"]
+    run, feats, out = tmp_path / "run", tmp_path / "feats", tmp_path / "seed0.json"
+    pre = ["pretrain", "--dataset", DATASET, "--method", "vssl", "--seed", "0", "--out", str(run)]
+    assert main([*pre, *params, *data, "--set", "pretrain.epochs=1"]) == 0
+    ext = ["extract", "--checkpoint", str(run / "checkpoint.pt"), "--dataset", DATASET]
+    assert main([*ext, "--out", str(feats), *params, *data]) == 0
+    # Real features are ill-conditioned: give L-BFGS room to converge, then compare optima.
+    probe = ["probe", "--features", str(feats), "--out", str(out), *params]
+    assert main([*probe, "--set", "probe.linear.max_iter=1000"]) == 0
+    r = json.loads(out.read_text())
+    train, test = load_feature_dir(feats)
+    assert (r["n_train"], r["n_test"]) == (train.n, test.n) == (1000, 500)
+
+    # Linear probe = sklearn's LogisticRegression at the chosen weight decay (C = 1 / (wd n)).
+    wd = r["linear_weight_decay"]
+    scaler = StandardScaler().fit(train.features)
+    reg = {"C": 1.0 / (wd * train.n)} if wd > 0 else {"penalty": None}
+    ref = LogisticRegression(max_iter=5000, tol=1e-8, **reg)
+    ref.fit(scaler.transform(train.features), train.labels)
+    ref_acc = 100 * ref.score(scaler.transform(test.features), test.labels)
+    assert ref_acc > 13, "real features must beat chance (10%, sd 1.3 on 500 samples)"
+    assert abs(r["linear_top1"] - ref_acc) <= 1.0
+
+    # kNN: uniform votes = sklearn's uniform rule; temperature votes = exp(-d / T) weights.
+    ref_u = KNeighborsClassifier(20, metric="cosine").fit(train.features, train.labels)
+    ours_u = knn_predict(train.features, train.labels, test.features, 20, weighting="uniform")
+    assert abs(100 * (ours_u.numpy() == test.labels).mean() - 100 * ref_u.score(test.features, test.labels)) <= 1.0  # fmt: skip
+    ref_t = KNeighborsClassifier(20, metric="cosine", weights=lambda d: np.exp(-d / 0.07))
+    ref_t_acc = 100 * ref_t.fit(train.features, train.labels).score(test.features, test.labels)
+    assert abs(r["knn20_top1"] - ref_t_acc) <= 1.0
+
+    side = np.loadtxt(tmp_path / "seed0.uncertainty.csv", delimiter=",", skiprows=1)
+    auc = roc_auc_score(1 - side[:, 3], side[:, 4])
+    assert r["uncertainty_error_auroc"] == pytest.approx(auc)
+
+    # The engine's own kNN monitor (same protocol, same features) agrees with the probe.
+    metrics = json.loads((run / "metrics.json").read_text())
+    if metrics.get("knn_top1") is not None:
+        assert metrics["knn_top1"] == pytest.approx(r["knn20_top1"], abs=0.5)
+
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("vssl").experiment_id
+    (parent,) = client.search_runs([exp], "tags.stage = 'pretrain'")
+    for stage in ("extract", "probe"):
+        (child,) = client.search_runs([exp], f"tags.stage = '{stage}'")
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id

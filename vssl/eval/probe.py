@@ -1,0 +1,130 @@
+"""Every frozen-feature probe on one feature folder -> one flat results dict.
+
+``results.json`` keys (accuracies in percent, [0, 100]):
+``linear_top1 linear_top5 linear_weight_decay knn{k}_top1 knn{k}_top5`` (one pair per configured
+k, e.g. 20 and 200) ``n_train n_test feature_dim num_classes``, and for VSSL features also
+``uncertainty_error_auroc`` (null when undefined) and ``uncertainty_mean_variance``.
+Per-test-sample variance and linear-probe correctness go to the sidecar
+``<results stem>.uncertainty.csv`` (:mod:`vssl.eval.uncertainty`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vssl.config import ProbeCfg
+from vssl.eval.features import FeatureSet, num_classes_of
+from vssl.eval.knn import knn_classify_multi
+from vssl.eval.linear import LinearProbeResult, linear_probe
+from vssl.eval.metrics import topk_accuracy
+from vssl.eval.uncertainty import error_auroc, mean_variance, sidecar_path, write_sidecar
+from vssl.io import write_json
+
+
+@dataclass
+class ProbeReport:
+    """What :func:`run_probes` measured. ``results`` is exactly what goes to results.json."""
+
+    results: dict[str, Any]
+    linear: LinearProbeResult
+    test_labels: np.ndarray
+    variance: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Linear-probe correctness per test sample (bool)."""
+        return self.linear.predictions == self.test_labels
+
+    def mlflow_metrics(self) -> dict[str, float]:
+        """results (minus nulls) + validation top-1 per weight decay + timings, for MLflow."""
+        m = {k: float(v) for k, v in self.results.items() if v is not None}
+        m.update({f"linear_val_top1_wd{wd:g}": acc for wd, acc in self.linear.val_top1.items()})
+        m.update({f"seconds_{k}": v for k, v in self.seconds.items()})
+        m.update({f"linear_iterations_{k}": f.iterations for k, f in self.linear.fits.items()})
+        m["linear_converged"] = float(self.linear.converged)
+        return m
+
+
+def run_probes(
+    train: FeatureSet,
+    test: FeatureSet,
+    cfg: ProbeCfg,
+    seed: int = 0,
+    num_classes: int | None = None,
+    device: torch.device | str | None = None,
+) -> ProbeReport:
+    """Linear probe, kNN for every ``cfg.knn.k`` and (with mu/logvar) the uncertainty AUROC.
+
+    ``seed`` fixes the linear probe's validation split; nothing else is random. ``device``
+    (default CPU) runs both probes there, e.g. on the accelerator.
+    """
+    device = torch.device(device or "cpu")
+    if train.dim != test.dim:
+        raise ValueError(f"train and test feature dims differ: {train.dim} vs {test.dim}")
+    if num_classes is None:
+        num_classes = num_classes_of(train, test)
+    seconds: dict[str, float] = {}
+    results: dict[str, Any] = {}
+
+    t0 = time.perf_counter()
+    lin = linear_probe(
+        train.features,
+        train.labels,
+        test.features,
+        test.labels,
+        num_classes,
+        weight_decays=cfg.linear.weight_decays,
+        val_fraction=cfg.linear.val_fraction,
+        max_iter=cfg.linear.max_iter,
+        lr=cfg.linear.lr,
+        seed=seed,
+        device=device,
+    )
+    seconds["linear"] = time.perf_counter() - t0
+    results.update(linear_top1=lin.top1, linear_top5=lin.top5, linear_weight_decay=lin.weight_decay)
+
+    t0 = time.perf_counter()
+    scores = knn_classify_multi(
+        torch.from_numpy(train.features).to(device),
+        train.labels,
+        test.features,
+        cfg.knn.k,
+        cfg.knn.temperature,
+        num_classes,
+    )
+    test_y = torch.from_numpy(test.labels).to(device)
+    for k, s in scores.items():
+        acc = topk_accuracy(s, test_y, (1, 5))
+        results[f"knn{k}_top1"], results[f"knn{k}_top5"] = acc[1], acc[5]
+    seconds["knn"] = time.perf_counter() - t0
+
+    results.update(
+        n_train=train.n, n_test=test.n, feature_dim=train.dim, num_classes=int(num_classes)
+    )
+    report = ProbeReport(results, lin, test.labels, seconds=seconds)
+    if test.has_gaussian:
+        report.variance = mean_variance(test.logvar)
+        auc = error_auroc(report.variance, report.correct)
+        results["uncertainty_error_auroc"] = None if math.isnan(auc) else auc
+        results["uncertainty_mean_variance"] = float(report.variance.mean())
+    return report
+
+
+def write_report(report: ProbeReport, out: str | Path) -> list[Path]:
+    """Write results.json (flat, sorted keys) and, for VSSL, its uncertainty sidecar; atomic."""
+    out = Path(out)
+    write_json(out, report.results)
+    written = [out]
+    if report.variance is not None:
+        side = sidecar_path(out)
+        write_sidecar(side, report.variance, report.test_labels, report.linear.predictions)
+        written.append(side)
+    return written

@@ -1,15 +1,94 @@
-"""`vssl pretrain` (placeholder until implemented)."""
+"""`vssl pretrain`: self-supervised pretraining of one (dataset, method, seed) into --out.
+
+Also launchable as ``accelerate launch [--num_processes N] [--cpu] -m vssl pretrain ...``.
+Exit status: 0 done, 2 bad input (config, data, checkpoint, existing outputs), 3 non-finite loss.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 from vssl.cli import add_params_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_params_arguments(p)
+    p.add_argument("--dataset", required=True, help="registry name (see `datasets:` for npz)")
+    p.add_argument(
+        "--method", required=True, help="vssl | byol | mocov3 | simclr | barlow_twins | random"
+    )
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument(
+        "--out", required=True, help="run folder, e.g. runs/{profile}/{dataset}/{method}/seed{seed}"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=None, help="epochs (default: params.yaml's for the dataset)"
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    g.add_argument(
+        "--overwrite", action="store_true", help="delete the outputs in --out and start over"
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="E",
+        help="stop (checkpointed) after E epochs, keeping the schedule of --epochs; resume later",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tqdm progress bar (default: when stderr is a terminal)",
+    )
+
+
+def _setup_logging() -> None:
+    from vssl.train.engine import _state
+
+    level = logging.INFO if _state().is_main_process else logging.WARNING
+    logger = logging.getLogger("vssl")
+    if not logger.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+        )
+        logger.addHandler(h)
+    logger.setLevel(level)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("vssl pretrain")
+    from pathlib import Path
+
+    from vssl.config import load_params
+    from vssl.train.engine import PretrainJob, pretrain
+    from vssl.train.guards import NonFiniteLossError
+
+    params = load_params(args.params, profile=args.profile, overrides=args.overrides)
+    params.check_dataset(args.dataset)
+    _setup_logging()
+    job = PretrainJob(
+        params=params,
+        dataset=args.dataset,
+        method=args.method,
+        seed=args.seed,
+        out_dir=Path(args.out),
+        epochs=args.epochs,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        stop_after=args.stop_after,
+        show_progress=args.progress,
+    )
+    try:
+        metrics = pretrain(job)
+    except NonFiniteLossError as e:
+        print(f"vssl pretrain: error: {e}", file=sys.stderr)
+        return 3
+    if metrics:
+        keys = ("online_probe_top1", "knn_top1", "loss", "images_per_second", "wall_time_s")
+        shown = " ".join(f"{k}={metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), float))
+        print(f"vssl pretrain: {args.dataset}/{args.method}/seed{args.seed}: {shown} -> {args.out}")
+    return 0

@@ -1,0 +1,190 @@
+"""Dataset registry, splits, subsets, manifests and `vssl prepare` (real data from ../shared/data)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vssl.cli import main
+from vssl.config import load_params
+from vssl.data import (
+    DataError,
+    build_dataset,
+    get_spec,
+    imagenet100_classes,
+    load_tensors,
+    prepare,
+    stratified_split,
+    stratified_subset,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
+
+
+def test_builtin_specs_without_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
+    p = load_params(PARAMS, profile="smoke")
+    c10, c100 = get_spec("cifar10", p), get_spec("cifar100", p)
+    assert (c10.image_shape, c10.num_classes, c10.preset) == ((3, 32, 32), 10, "cifar")
+    assert c100.num_classes == 100 and c100.classes == tuple(sorted(c100.classes))
+    assert get_spec("stl10", p).pretrain_split == "train+unlabeled"
+    fm = get_spec("fashion_mnist", p)
+    assert (fm.channels, fm.image_size, fm.preset, len(fm.mean)) == (1, 28, "grayscale", 1)
+    assert get_spec("imagenet100", p).in_memory is False
+
+
+def test_unknown_dataset_lists_known(smoke_params):
+    with pytest.raises(DataError, match="unknown dataset 'cifar11'.*cifar10.*cifar10_mini"):
+        get_spec("cifar11", smoke_params)
+
+
+def test_imagenet100_class_list():
+    wnids = imagenet100_classes()
+    assert len(wnids) == 100 and len(set(wnids)) == 100
+    assert wnids[:3] == ("n02869837", "n01749939", "n02488291")  # CMC's order
+    assert all(w.startswith("n") and len(w) == 9 for w in wnids)
+
+
+def _fake_imagenet(root: Path, classes: tuple[str, ...], split: str, per_class: int = 1) -> None:
+    from PIL import Image
+
+    for i, w in enumerate(classes):
+        d = root / "imagenet100" / split / w
+        d.mkdir(parents=True)
+        for j in range(per_class):
+            img = np.full((8 + i % 3, 10, 3), (i * 7 + j) % 255, dtype=np.uint8)
+            Image.fromarray(img).save(d / f"{w}_{j}.png")
+
+
+def test_imagenet100_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
+    p = load_params(PARAMS, profile="smoke", overrides=["data.train_subset=null"])
+    classes = get_spec("imagenet100", p).classes
+    _fake_imagenet(tmp_path, classes, "train")
+    (tmp_path / "imagenet100" / "train" / "n99999999").mkdir()  # not an ImageNet-100 class
+    ds = build_dataset("imagenet100", "train", p)
+    assert len(ds) == 100
+    img, label = ds[5]
+    assert img.dtype == torch.uint8 and img.shape[0] == 3 and label == 5
+    with pytest.raises(DataError, match="test folder not found: .*imagenet100/val"):
+        build_dataset("imagenet100", "test", p)
+    # a missing class folder is a clear error naming it
+    _fake_imagenet(tmp_path, classes[1:], "val")
+    with pytest.raises(DataError, match=f"1 of 100 class folders missing.*{classes[0]}"):
+        build_dataset("imagenet100", "test", p)
+    with pytest.raises(DataError, match="cannot be loaded into memory"):
+        load_tensors("imagenet100", "train", p)
+
+
+def test_stratified_split_and_subset():
+    labels = np.repeat(np.arange(4), [40, 30, 20, 10])
+    tr, te = stratified_split(labels, 20, seed=0)
+    assert len(te) == 20 and len(tr) == 80 and not set(tr) & set(te)
+    assert np.bincount(labels[te]).tolist() == [8, 6, 4, 2]
+    assert np.array_equal(te, stratified_split(labels, 20, seed=0)[1])  # deterministic
+    assert not np.array_equal(te, stratified_split(labels, 20, seed=1)[1])
+    sub = stratified_subset(labels, 50)
+    assert np.bincount(labels[sub]).tolist() == [20, 15, 10, 5] and np.all(np.diff(sub) > 0)
+    assert (
+        len(stratified_subset(labels, None)) == 100 and len(stratified_subset(labels, 999)) == 100
+    )
+    with pytest.raises(DataError):
+        stratified_split(labels, 100, seed=0)
+
+
+def test_npz_hold_out_and_subsets(smoke_params):
+    p = smoke_params
+    spec = get_spec("cifar10_mini", p)
+    assert spec.image_shape == (3, 32, 32) and spec.classes[0] == "airplane"
+    assert all(0.2 < m < 0.6 for m in spec.mean) and all(0.2 < s < 0.3 for s in spec.std)
+    x, y = load_tensors("cifar10_mini", "train", p)
+    xt, yt = load_tensors("cifar10_mini", "test", p)
+    assert x.dtype == torch.uint8 and x.shape == (512, 3, 32, 32) and xt.shape[0] == 256
+    assert y.bincount().min() >= 48 and yt.bincount().min() >= 24  # stratified (about 10%)
+    full = load_params(
+        PARAMS, profile="smoke", overrides=["data.train_subset=null", "data.test_subset=null"]
+    )
+    xf, _ = load_tensors("cifar10_mini", "train", full)
+    xtf, ytf = load_tensors("cifar10_mini", "test", full)
+    assert len(xf) == 4085 and len(xtf) == 1000
+    # train and test are disjoint images of the one file
+    train_keys = {hashlib.md5(im.numpy().tobytes()).hexdigest() for im in xf}
+    assert not any(hashlib.md5(im.numpy().tobytes()).hexdigest() in train_keys for im in xtf[:200])
+    # the hold-out is fixed: the same images every time
+    assert torch.equal(load_tensors("cifar10_mini", "test", full)[1], ytf)
+
+
+def _write_npz(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        ({"images": np.zeros((20, 8, 8, 3), np.uint8)}, "missing array"),
+        ({"images": np.zeros((20, 8, 8, 3), np.float32), "labels": np.zeros(20)}, "uint8"),
+        ({"images": np.zeros((20, 8, 6, 3), np.uint8), "labels": np.zeros(20, int)}, "square"),
+        ({"images": np.zeros((20, 8, 8, 3), np.uint8), "labels": np.zeros(19, int)}, "labels"),
+    ],
+)
+def test_npz_validation(tmp_path, monkeypatch, arrays, match):
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
+    _write_npz(tmp_path / "bad" / "x.npz", **arrays)
+    p = load_params(PARAMS, profile="smoke", overrides=["datasets.cifar10_mini.path=bad/x.npz"])
+    with pytest.raises(DataError, match=match):
+        get_spec("cifar10_mini", p)
+
+
+def test_missing_files_say_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
+    p = load_params(PARAMS, profile="smoke")
+    with pytest.raises(DataError, match="npz dataset file not found: .*cifar10-mini/train.npz"):
+        get_spec("cifar10_mini", p)
+    with pytest.raises(DataError, match=f"must lie in {tmp_path}/cifar-10-batches-py"):
+        load_tensors("cifar10", "train", p)
+    with pytest.raises(DataError, match="FashionMNIST/raw"):
+        build_dataset("fashion_mnist", "test", p)
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="data root .*nowhere does not exist.*VSSL_DATA_ROOT"):
+        load_tensors("cifar10", "train", p)
+
+
+def test_fashion_mnist_dataset(smoke_params):
+    ds = build_dataset("fashion_mnist", "test", smoke_params, transform=lambda t: t.float() / 255)
+    x, y = ds[0]
+    assert len(ds) == 256 and x.shape == (1, 28, 28) and x.dtype == torch.float32
+    assert 0 <= y < 10
+
+
+def test_prepare_manifest(smoke_params, data_root):
+    m = prepare("cifar10_mini", smoke_params, download=False)
+    assert m["image_shape"] == [3, 32, 32] and m["num_classes"] == 10
+    for split, n in (("train", 512), ("test", 256)):
+        assert m["splits"][split]["count"] == n
+        assert sum(m["splits"][split]["per_class"].values()) == n
+    assert m["splits"]["train"]["full_count"] + m["splits"]["test"]["full_count"] == 5085
+    digest = hashlib.sha256((data_root / "cifar10-mini" / "train.npz").read_bytes()).hexdigest()
+    assert m["sha256"] == {"cifar10-mini/train.npz": digest}
+    assert m["subset"] == {"train_subset": 512, "test_subset": 256, "seed": 0}
+
+
+def test_prepare_cli(tmp_path, data_root, monkeypatch, capsys):
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(data_root))
+    out = tmp_path / "data" / "prepared" / "smoke" / "fashion_mnist.json"
+    args = ["prepare", "--params", str(PARAMS), "--profile", "smoke", "--dataset"]
+    assert main([*args, "fashion_mnist", "--out", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["dataset"] == "fashion_mnist" and m["profile"] == "smoke"
+    assert m["splits"]["train"]["full_count"] == 60000
+    assert len(m["sha256"]) == 4  # the four idx files
+    assert [p.name for p in out.parent.iterdir()] == ["fashion_mnist.json"]  # no temp files
+    bad = tmp_path / "bad.json"
+    assert main([*args, "imagenet", "--out", str(bad)]) == 2
+    assert "unknown dataset 'imagenet'" in capsys.readouterr().err and not bad.exists()

@@ -1,0 +1,175 @@
+"""``DIR/checkpoint.pt``: one ``torch.save`` dict, written atomically, read back safely.
+
+Keys (``FORMAT_VERSION`` 1)::
+
+    format_version, method, dataset, seed, epoch (completed epochs), total_epochs, complete,
+    config (resolved Params as a dict), data_spec (image_size, channels, classes, mean, std,
+    preset), model (Method state dict: student, teacher, heads), optimizer, scheduler,
+    online_probe ({"model", "optimizer"}), rng (python, numpy, torch, cuda, sampler),
+    global_step, images_seen, train_time_s, history (rows of history.csv), final_metrics
+    (metrics.json's content once complete), mlflow_run_id, git_commit, versions, world_size
+
+Everything in it is a tensor, number, string, list or dict, so it loads with
+``torch.load(weights_only=True)`` (no arbitrary unpickling). The numpy RNG state is stored as a
+plain dict (``np.random.get_state(legacy=False)`` with its key array as a list).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from vssl.config import ConfigError
+from vssl.io import torch_save
+
+if TYPE_CHECKING:
+    from vssl.config import Params
+    from vssl.methods import Method
+
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+REQUIRED_KEYS = (
+    "format_version",
+    "method",
+    "dataset",
+    "seed",
+    "epoch",
+    "config",
+    "model",
+    "optimizer",
+    "scheduler",
+    "online_probe",
+    "rng",
+    "mlflow_run_id",
+    "git_commit",
+    "versions",
+)
+
+
+class CheckpointError(ConfigError):
+    """A missing, corrupt or mismatched checkpoint (a ``ConfigError``: the CLI exits 2)."""
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, numpy and torch (CPU and CUDA) RNG states, ``weights_only``-loadable."""
+    np_state = np.random.get_state(legacy=False)
+    np_state = {
+        **np_state,
+        "state": {
+            "key": np_state["state"]["key"].tolist(),
+            "pos": int(np_state["state"]["pos"]),
+        },
+    }
+    out: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np_state,
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved (CUDA states only where devices exist)."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_state = dict(state["numpy"])
+    np_state["state"] = {
+        "key": np.asarray(np_state["state"]["key"], dtype=np.uint32),
+        "pos": np_state["state"]["pos"],
+    }
+    np.random.set_state(np_state)
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+
+
+def save_checkpoint(path: str | Path, ckpt: Mapping[str, Any]) -> None:
+    """Write ``ckpt`` atomically (temporary file + rename) after checking its required keys."""
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt and k != "format_version"]
+    if missing:
+        raise ValueError(f"checkpoint is missing keys {missing}")
+    torch_save(path, {"format_version": FORMAT_VERSION, **ckpt})
+
+
+def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Load and check a checkpoint; ``expect`` (e.g. ``{"method": "vssl", "dataset": ...}``)
+    lists values that must match. Raises :class:`CheckpointError` for a missing, unreadable,
+    incomplete, wrong-version or mismatched file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle errors, disallowed globals...
+        raise CheckpointError(
+            f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a vssl checkpoint (a {type(ckpt).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: not a vssl checkpoint (missing keys {missing})")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {ckpt['format_version']}, this code reads {FORMAT_VERSION}"
+        )
+    for key, want in (expect or {}).items():
+        if ckpt.get(key) != want:
+            raise CheckpointError(
+                f"{path}: checkpoint is for {key}={ckpt.get(key)!r}, expected {want!r}"
+            )
+    return ckpt
+
+
+def params_from_checkpoint(ckpt: Mapping[str, Any]) -> Params:
+    """The resolved Params the checkpoint was trained with."""
+    from pydantic import ValidationError
+
+    from vssl.config import Params
+
+    try:
+        return Params.model_validate(ckpt["config"])
+    except ValidationError as e:
+        raise CheckpointError(f"checkpoint config does not validate: {e}") from None
+
+
+def build_method(method: str, params: Params, data_spec: Mapping[str, Any]) -> tuple[Method, int]:
+    """``(Method, feature_dim)`` freshly initialised for ``method`` on a dataset described by
+    ``data_spec`` (``channels``, ``image_size``), with ``params.backbone``."""
+    from vssl.methods import build
+    from vssl.models import build_backbone
+
+    bb = params.backbone
+    backbone, feature_dim = build_backbone(
+        bb.name,
+        width=bb.width,
+        in_channels=int(data_spec["channels"]),
+        image_size=int(data_spec["image_size"]),
+        cifar_stem=bb.cifar_stem,
+    )
+    return build(method, params.method_cfg(method), backbone, feature_dim), feature_dim
+
+
+def method_from_checkpoint(ckpt: Mapping[str, Any]) -> tuple[Method, Params]:
+    """Rebuild the trained Method on CPU (eval mode) and its Params from a loaded checkpoint."""
+    params = params_from_checkpoint(ckpt)
+    spec = ckpt.get("data_spec")
+    if not spec:
+        raise CheckpointError("checkpoint has no data_spec (channels, image_size)")
+    method, _ = build_method(ckpt["method"], params, spec)
+    try:
+        method.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"checkpoint weights do not fit method {ckpt['method']!r}: {str(e)[:300]}"
+        ) from None
+    return method.eval(), params

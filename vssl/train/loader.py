@@ -1,0 +1,132 @@
+"""Training batches whose order and augmentation are functions of (seed, epoch) only.
+
+That is what makes ``--resume`` exact: a run stopped after epoch e and resumed draws the same
+batches with the same augmentations as a run that never stopped.
+
+- Order: epoch e shuffles ``range(N)`` with ``torch.randperm`` seeded by ``mix_seed(seed,
+  SHUFFLE, e)`` and drops the last incomplete global batch. Optimiser step s takes the global
+  batch ``perm[s*G:(s+1)*G]``; its ``world * accum`` equal chunks go to (micro-step m, rank r)
+  as chunk ``m * world + r``.
+- Per-sample CPU augmentation (DataLoader workers): sample i of epoch e is augmented under
+  ``torch.manual_seed(mix_seed(seed, AUGMENT, e, i))`` inside ``fork_rng`` (so neither the
+  worker assignment nor the process count changes an image's views).
+- Batched augmentation (GPUTwoViewAugment, on the accelerator or on CPU): micro-batch
+  (e, s, m) of rank r is augmented under ``mix_seed(seed, AUGMENT, e, s, m, r)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# Purpose tags so the streams of one seed never coincide.
+SHUFFLE, AUGMENT, STEP = 1, 2, 3
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (numpy's SeedSequence hashing: well mixed, platform-free)."""
+    words = [int(p) % 2**32 for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def steps_per_epoch(n: int, global_batch: int) -> int:
+    return n // global_batch
+
+
+def epoch_micro_batches(
+    n: int, global_batch: int, accum: int, world: int, rank: int, seed: int, epoch: int
+) -> list[list[Tensor]]:
+    """``plan[s][m]``: the sample indices of rank ``rank``'s micro-batch m of step s."""
+    g = torch.Generator().manual_seed(mix_seed(seed, SHUFFLE, epoch))
+    perm = torch.randperm(n, generator=g)
+    steps = steps_per_epoch(n, global_batch)
+    micro = global_batch // (world * accum)
+    plan = []
+    for s in range(steps):
+        chunks = perm[s * global_batch : (s + 1) * global_batch].view(accum * world, micro)
+        plan.append([chunks[m * world + rank] for m in range(accum)])
+    return plan
+
+
+class SeededTwoViewDataset:
+    """Items ``(epoch, i) -> ((view1, view2), label)`` with the views drawn under a seed that
+    depends only on (seed, epoch, i). ``images`` uint8 (N, C, H, W) or any Dataset of
+    (uint8 tensor, label)."""
+
+    def __init__(self, base: Any, transform: Callable[[Tensor], tuple[Tensor, Tensor]], seed: int):
+        self.base, self.transform, self.seed = base, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[tuple[Tensor, Tensor], int]:
+        epoch, i = key
+        img, label = self.base[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mix_seed(self.seed, AUGMENT, epoch, i))
+            v1, v2 = self.transform(img)
+        return (v1, v2), label
+
+
+class _PlanSampler:
+    """A batch sampler over a fixed plan: yields ``[(epoch, i), ...]`` per micro-batch."""
+
+    def __init__(self, plan: list[list[Tensor]], epoch: int) -> None:
+        self.batches = [[(epoch, int(i)) for i in mb] for step in plan for mb in step]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def cpu_epoch(
+    dataset: SeededTwoViewDataset,
+    plan: list[list[Tensor]],
+    epoch: int,
+    num_workers: int,
+    device: torch.device,
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Micro-batches ``(x1, x2, y)`` on ``device`` from DataLoader workers (per-sample views)."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        dataset,
+        batch_sampler=_PlanSampler(plan, epoch),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    for (x1, x2), y in loader:
+        yield (
+            x1.to(device, non_blocking=True),
+            x2.to(device, non_blocking=True),
+            torch.as_tensor(y).to(device, non_blocking=True),
+        )
+
+
+def batched_epoch(
+    images: Tensor,
+    labels: Tensor,
+    augment: Callable[[Tensor], tuple[Tensor, Tensor]],
+    plan: list[list[Tensor]],
+    seed: int,
+    epoch: int,
+    rank: int,
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Micro-batches ``(x1, x2, y)`` augmented in batches where ``images`` live (uint8 on the
+    accelerator, or CPU)."""
+    device = images.device
+    # Fork (and restore) the RNG of the device the augmentation samples on; CPU is always forked.
+    fork = {"devices": [device.index or 0], "device_type": "cuda"} if device.type == "cuda" else {}
+    for s, step in enumerate(plan):
+        for m, idx in enumerate(step):
+            idx = idx.to(device)
+            with torch.random.fork_rng(**({"devices": []} | fork)):
+                torch.manual_seed(mix_seed(seed, AUGMENT, epoch, s, m, rank))
+                x1, x2 = augment(images[idx])
+            yield x1, x2, labels[idx]

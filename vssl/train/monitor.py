@@ -1,0 +1,127 @@
+"""Monitors run during pretraining: frozen-feature extraction, the online linear probe's
+accuracy, the kNN monitor and the representation-collapse statistics.
+
+The kNN math is :mod:`vssl.eval.knn` (the same code as the final kNN probe): cosine similarity
+on L2-normalised backbone features, the k = 20 nearest train samples vote with weight
+``exp(s / T)``, T = 0.07. Accuracies are in percent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+KNN_K = 20
+KNN_T = 0.07
+
+
+def embedding_spread(z: Tensor) -> Tensor:
+    """Collapse statistic of embeddings ``z`` (B, k): ``sqrt(k) * mean_j std_i(z_i / |z_i|)_j``.
+
+    For directions spread uniformly over the sphere each coordinate has std ~ 1/sqrt(k), so
+    the statistic is ~1; it is 0 when every sample maps to the same direction (collapse).
+    """
+    zn = F.normalize(z.detach().float(), dim=1)
+    return zn.std(0).mean() * math.sqrt(zn.shape[1])
+
+
+def _shard(n: int, rank: int, world: int) -> tuple[Tensor, int]:
+    """Rank's contiguous slice of ``range(n)`` padded (repeating the last index) to the same
+    length on every rank, so an all-gather of equal-size blocks restores the order."""
+    per = max(1, math.ceil(n / world))
+    idx = torch.arange(rank * per, (rank + 1) * per).clamp_(max=n - 1)
+    return idx, per
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    source: dict[str, Any],
+    accelerator: Any,
+    batch_size: int,
+) -> tuple[Tensor, Tensor]:
+    """Backbone features (N, D) float32 and labels (N,) of an evaluation set, on every rank.
+
+    ``source`` is ``{"images": uint8 (N, C, H, W), "labels": (N,), "transform": batched eval
+    transform}`` for in-memory data (batches are transformed on the device), or
+    ``{"dataset": Dataset of (tensor, label), "num_workers": int}``. Each rank computes its
+    shard, then the shards are gathered. The backbone runs in eval mode (BatchNorm running
+    statistics) and is put back in its previous mode.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
+    n = len(source["labels"]) if "labels" in source else len(source["dataset"])
+    idx, _ = _shard(n, rank, world)
+    was_training = backbone.training
+    backbone.eval()
+    feats: list[Tensor] = []
+    try:
+        if "images" in source:
+            tf: Callable[[Tensor], Tensor] = source["transform"]
+            images = source["images"]
+            for chunk in idx.split(batch_size):
+                x = tf(images[chunk.to(images.device)].to(device, non_blocking=True))
+                with accelerator.autocast():
+                    feats.append(backbone(x).float())
+            labels = source["labels"][idx.to(source["labels"].device)].to(device)
+        else:
+            loader = DataLoader(
+                Subset(source["dataset"], idx.tolist()),
+                batch_size=batch_size,
+                num_workers=source.get("num_workers", 0),
+            )
+            ys = []
+            for x, y in loader:
+                with accelerator.autocast():
+                    feats.append(backbone(x.to(device, non_blocking=True)).float())
+                ys.append(torch.as_tensor(y))
+            labels = torch.cat(ys).to(device)
+    finally:
+        backbone.train(was_training)
+    f = torch.cat(feats)
+    if world > 1:
+        f, labels = accelerator.gather(f), accelerator.gather(labels)
+    return f[:n], labels[:n]
+
+
+def probe_top1(probe: nn.Module, feats: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy (percent) of the online linear probe on features."""
+    was_training = probe.training
+    probe.eval()
+    try:
+        with torch.no_grad():
+            pred = probe(feats.float()).argmax(1)
+    finally:
+        probe.train(was_training)
+    return float((pred == labels).float().mean() * 100.0)
+
+
+def knn_top1(
+    train_feats: Tensor,
+    train_labels: Tensor,
+    test_feats: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    k: int = KNN_K,
+    temperature: float = KNN_T,
+) -> float:
+    """Weighted cosine kNN top-1 (percent), via :func:`vssl.eval.knn.knn_accuracy`."""
+    from vssl.eval.knn import knn_accuracy
+
+    acc = knn_accuracy(
+        train_feats,
+        train_labels,
+        test_feats,
+        test_labels,
+        k=k,
+        temperature=temperature,
+        num_classes=num_classes,
+        topk=(1,),
+    )
+    return float(acc[1])

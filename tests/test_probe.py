@@ -48,7 +48,7 @@ def one_hot_plus_noise(n: int, seed: int, noise: float = 0.1):
 
 def small_cfg(**linear) -> ProbeCfg:
     return ProbeCfg.model_validate(
-        {"linear": {"weight_decays": [0.0, 1e-3], "epochs": 100, "lr": 1.0, **linear}}
+        {"linear": {"weight_decays": [0.0, 1e-3], "max_iter": 100, "lr": 1.0, **linear}}
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -33,16 +32,6 @@ def pristine_mlflow_store(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
     MlflowClient(f"sqlite:///{db}").search_experiments()
     return db
-
-
-@pytest.fixture()
-def mlflow_uri(pristine_mlflow_store, tmp_path, monkeypatch) -> str:
-    """Overrides conftest's: an isolated store per test, copied from a pristine one."""
-    db = tmp_path / "mlflow.db"
-    shutil.copy(pristine_mlflow_store, db)
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
 
 
 def args(out: Path, epochs: int = 2, method: str = "vssl", sets=(), extra=()) -> list[str]:

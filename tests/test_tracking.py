@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,26 +15,6 @@ from vssl.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
-
-
-@pytest.fixture(scope="session")
-def pristine_mlflow_store(tmp_path_factory) -> Path:
-    """An empty MLflow SQLite store with its schema created once (that takes ~7 s)."""
-    from mlflow import MlflowClient
-
-    db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
-
-
-@pytest.fixture()
-def mlflow_uri(pristine_mlflow_store, tmp_path, monkeypatch) -> str:
-    """Overrides conftest's: an isolated store per test, copied from the pristine one."""
-    db = tmp_path / "mlflow.db"
-    shutil.copy(pristine_mlflow_store, db)
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
 
 
 @pytest.fixture()

@@ -220,11 +220,13 @@ def test_random_method(smoke_params, mlflow_uri, tmp_path):
     assert ck["epoch"] == 0 and ck["optimizer"] is None and ck["complete"]
 
 
-def test_batched_augmentation_on_cpu(smoke_params, mlflow_uri, tmp_path):
-    out = tmp_path / "gpuaug"
-    assert main(pretrain_args(out, "byol", sets=["pretrain.gpu_augment=true"])) == 0
+@pytest.mark.parametrize("setting", ["auto", "true", "false"])
+def test_augmentation_paths_on_cpu(smoke_params, mlflow_uri, tmp_path, setting):
+    """auto picks the batched path for in-memory data; false runs per-sample DataLoader work."""
+    out = tmp_path / f"aug-{setting}"
+    assert main(pretrain_args(out, "byol", sets=[f"pretrain.gpu_augment={setting}"])) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["gpu_augment"] is True and math.isfinite(m["loss"])
+    assert m["gpu_augment"] is (setting != "false") and math.isfinite(m["loss"])
 
 
 def _no_runs(mlflow_uri: str) -> bool:

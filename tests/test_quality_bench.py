@@ -113,7 +113,6 @@ def test_study_end_to_end_and_resume(data_root: Path, tmp_path: Path) -> None:
         "--width", "4",
         "--methods", "vssl", "random",
         "--ablations", "no_kl",
-        "--set", "probe.linear.epochs=20",
         "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "VSSL_DATA_ROOT": str(data_root)}

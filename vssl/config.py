@@ -80,6 +80,7 @@ class PretrainCfg(_Strict):
     warmup_epochs: float = Field(10, ge=0)
     min_lr: float = Field(0.0, ge=0)
     grad_accum_steps: int = Field(1, ge=1)
+    grad_clip_norm: float | None = Field(None, gt=0)  # global L2 norm of the method's gradients
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gpu_augment: Literal["auto", True, False] = "auto"
     checkpoint_every: int = Field(10, ge=1)
@@ -91,6 +92,7 @@ class PretrainCfg(_Strict):
 class MethodOptimCfg(_Strict):
     base_lr: float | None = Field(None, gt=0)
     weight_decay: float | None = Field(None, ge=0)
+    grad_clip_norm: float | None = Field(None, gt=0)
 
 
 class _MethodCfg(_Strict):

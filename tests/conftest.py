@@ -30,9 +30,7 @@ def pristine_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def mlflow_uri(
-    pristine_mlflow_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> str:
+def mlflow_uri(pristine_mlflow_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """An isolated MLflow store per test, copied from the pristine one."""
     db = tmp_path / "mlflow.db"
     shutil.copy(pristine_mlflow_store, db)

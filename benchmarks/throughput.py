@@ -10,12 +10,13 @@ noise hits all of them alike; ratios are computed within each round, then summar
 min, max). lightly's BYOL uses lightly's own BYOLProjectionHead, BYOLPredictionHead,
 NegativeCosineSimilarity and update_momentum around the same backbone, batch and input size.
 
-    python benchmarks/throughput.py                       # CPU: widths 16 and 64, batch 256, 32 px
+    python benchmarks/throughput.py                       # widths 16 and 64, batch 256, 32 px
     python benchmarks/throughput.py --widths 16 --repeats 2 --steps 2   # a quick look
 
-On a GPU it also measures bf16 autocast with channels-last, the batched GPU augmentation path on
-and off (off = per-sample CPU augmentation feeding the GPU), and the data pipeline's share of
-the step time.
+Augmentation modes: ``none`` (views made once: model work only), ``cpu`` (per-sample
+torchvision v2, what DataLoader workers do) and ``batched`` (kornia on the whole batch on the
+device: the engine's default for in-memory data). The data pipeline's share of the step time is
+reported for each. On a GPU, bf16 autocast and channels-last are on by default.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_flush_denormal(True)  # as the engine does: denormals slow CPU kernels ~3x
     torch.manual_seed(0)
     images = load_images(Path(args.data_root), args.n_images)
-    augs = args.augs or (["none", "cpu", "gpu"] if device.type == "cuda" else ["none", "cpu"])
+    augs = args.augs or ["none", "cpu", "batched"]
     configs = [(m, w, a) for w in args.widths for a in augs for m in args.methods]
     runners = {c: Runner(*c, args, images, device) for c in configs}
     ips: dict[tuple, list[float]] = {c: [] for c in configs}
@@ -288,9 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--augs",
         nargs="+",
-        choices=["none", "cpu", "gpu"],
+        choices=["none", "cpu", "batched"],
         default=None,
-        help="augmentation modes (default: none and cpu; plus gpu on a GPU)",
+        help="none: views made once, model work only; cpu: per-sample torchvision v2; "
+        "batched: kornia on the whole batch on the device (the engine's default for "
+        "in-memory data)",
     )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=3)

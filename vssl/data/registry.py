@@ -198,11 +198,9 @@ def get_spec(name: str, params: Params) -> DatasetSpec:
     if name in params.datasets:
         cfg = params.datasets[name]
         path = _root(params) / cfg.path
-        images, labels, classes = _read_npz(
-            str(path), path.stat().st_mtime_ns if path.exists() else 0
-        )
-        train_idx, _ = _npz_split(labels, cfg.test_size, cfg.split_seed)
-        mean, std = _channel_stats(images, train_idx)
+        mtime = path.stat().st_mtime_ns if path.exists() else 0
+        images, labels, classes = _read_npz(str(path), mtime)
+        mean, std = _npz_train_stats(str(path), mtime, cfg.test_size, cfg.split_seed)
         return DatasetSpec(
             name=name,
             kind="npz",
@@ -282,6 +280,17 @@ def _npz_split(labels: np.ndarray, test_size: int, seed: int) -> tuple[np.ndarra
     if test_size >= len(labels):
         raise DataError(f"npz hold-out test_size={test_size} must be < the {len(labels)} images")
     return stratified_split(labels, test_size, seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _npz_train_stats(
+    path: str, mtime_ns: int, test_size: int, seed: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Channel statistics of an npz dataset's train split, cached: get_spec is called several
+    times per stage and the statistics cost ~0.3 s each time."""
+    images, labels, _ = _read_npz(path, mtime_ns)
+    train_idx, _ = _npz_split(labels, test_size, seed)
+    return _channel_stats(images, train_idx)
 
 
 def _channel_stats(

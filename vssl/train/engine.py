@@ -331,7 +331,7 @@ def train_step(
     x2: Tensor,
     y: Tensor,
     check: Callable[[Tensor], None] | None = None,
-    clip_norm: float | None = None,
+    clip: tuple[list[Tensor], float] | None = None,
 ) -> dict[str, Tensor]:
     """One micro-step: forward (``TrainModule``), ``check(loss)`` before anything changes,
     backward of ``loss + probe_loss`` (Accelerate scales it by 1/accumulation steps), then the
@@ -342,21 +342,14 @@ def train_step(
         if check is not None:
             check(out["loss"])
         accelerator.backward(out["loss"] + out["probe_loss"])
-        if clip_norm is not None and accelerator.sync_gradients:
-            # the method's parameters only: the online probe has its own optimiser and loss
-            accelerator.clip_grad_norm_(_unwrap(model).method.parameters(), clip_norm)
+        if clip is not None and accelerator.sync_gradients:
+            params, max_norm = clip  # the method's parameters: the probe has its own loss
+            accelerator.clip_grad_norm_(params, max_norm)
         for opt in optimizers:
             opt.step()
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
     return out
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP (or compiled) wrapper."""
-    while hasattr(model, "module"):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
 
 
 def _seed_everything(seed: int) -> None:
@@ -515,6 +508,10 @@ class _Runner:
         else:
             self.model = self.module.to(self.device)
         self.method = self.acc.unwrap_model(self.model).method
+        clip_norm = plan.opt_cfg.get("grad_clip_norm")
+        self.clip = None
+        if clip_norm is not None:
+            self.clip = ([p for p in self.method.parameters() if p.requires_grad], clip_norm)
         self.probe = self.acc.unwrap_model(self.model).probe
 
         # Data on the device (batched augmentation) or per-sample in DataLoader workers.
@@ -708,7 +705,7 @@ class _Runner:
                 x2,
                 y,
                 check=lambda loss, e=epoch: self._check_finite(loss, e),
-                clip_norm=self.plan.opt_cfg.get("grad_clip_norm"),
+                clip=self.clip,
             )
             n_micro += 1
             if not self.terms:

@@ -51,7 +51,10 @@ the TRAIN features (``--val-fraction``), probe train-part -> val-part, and pick 
 lr that maximises ``--select-metric`` on validation (default: the mean of kNN-20 and linear
 top-1). The test features are deleted unread. Everything tried and the choice go to
 ``tuning.json``/``tuning.md``; a later study run with the same ``--out`` uses those lrs
-(ablations inherit VSSL's choice unless tuned themselves).
+(ablations inherit VSSL's choice unless tuned themselves), and its ``--tune-seed`` run of each
+tuned config copies the grid's pretraining at the chosen lr instead of repeating it (the same
+deterministic computation, matched on the recorded overrides; ``--no-reuse-tuning`` repeats
+it). That run's extraction and probes are redone, on the test split this time.
 
 Cost model (measured on the shared 2-core machine, 1 thread per run, batched augmentation):
 a run costs ``~35 s + epochs * (N / r + 1.5 s)`` with ``r ~ 200`` images/s at width 8 on
@@ -445,6 +448,37 @@ def carve_validation(feat_dir: Path, val_dir: Path, val_fraction: float, seed: i
     return {"n_fit": int(fit_idx.size), "n_val": int(val_idx.size)}
 
 
+def tuned_pretraining(run: RunSpec, args: argparse.Namespace) -> Path | None:
+    """The finished tuning run whose pretraining *is* this study run's, else None.
+
+    The tuning grid pretrains seed ``--tune-seed`` at every lr on the same train images with the
+    same overrides; the study run of that seed at the chosen lr is therefore the same
+    (deterministic) computation. It is matched on the recorded overrides, not assumed, and only
+    the pretraining is shared: the study extracts and probes again (tuning deleted its test
+    features unread). Off with ``--no-reuse-tuning``.
+    """
+    if args.tune or not args.reuse_tuning or run.lr_source != "tuned" or run.base_lr is None:
+        return None
+    if run.seed != args.tune_seed or (run.run_dir / "checkpoint.pt").exists():
+        return None
+    src = args.out / "tune" / "runs" / run.config.name / f"seed{run.seed}-lr{_fmt_lr(run.base_lr)}"
+    rec = _read_json(args.out / "tune" / "records" / run.config.name / f"{src.name}.json") or {}
+    if rec.get("status") != "done" or rec.get("overrides") != run.overrides:
+        return None
+    return src if (src / "checkpoint.pt").is_file() else None
+
+
+def copy_run_dir(src: Path, dst: Path) -> None:
+    """Copy a finished pretraining folder; the copy appears complete or not at all."""
+    import shutil
+
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+
+
 def execute(run: RunSpec, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     """pretrain -> extract -> (tuning: carve validation) -> probe for one run; returns the
     record (status, wall time per stage) after writing it."""
@@ -468,11 +502,19 @@ def execute(run: RunSpec, args: argparse.Namespace, env: dict[str, str]) -> dict
     times: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    resume = (run.run_dir / "checkpoint.pt").exists()
-    cmd = py + ["pretrain", *params_opts, "--dataset", args.dataset]
-    cmd += ["--method", run.config.method, "--seed", str(run.seed), "--out", str(run.run_dir)]
-    cmd += [*sets, "--no-progress", "--resume" if resume else "--overwrite"]
-    rc, times["pretrain"] = _stage(run, "pretrain", cmd, env, ok=(0, EXIT_NONFINITE))
+    shared = tuned_pretraining(run, args)
+    if shared is not None:
+        t1 = time.perf_counter()
+        copy_run_dir(shared, run.run_dir)
+        rc, times["pretrain_copy"] = 0, time.perf_counter() - t1
+        record["pretrain_reused_from"] = str(shared.relative_to(args.out))
+    else:
+        resume = (run.run_dir / "checkpoint.pt").exists()
+        cmd = py + ["pretrain", *params_opts, "--dataset", args.dataset]
+        cmd += ["--method", run.config.method, "--seed", str(run.seed)]
+        cmd += ["--out", str(run.run_dir), *sets, "--no-progress"]
+        cmd += ["--resume" if resume else "--overwrite"]
+        rc, times["pretrain"] = _stage(run, "pretrain", cmd, env, ok=(0, EXIT_NONFINITE))
     if rc == EXIT_NONFINITE:
         record.update(status="nonfinite", seconds=times, run_s=time.perf_counter() - t0)
         write_json(run.record, record)
@@ -560,7 +602,8 @@ def run_all(
                 except BaseException:
                     queue.clear()  # start no new run; the pool lets the ones in flight finish
                     raise
-                eta.add(run, rec["run_s"], rec.get("train_time_s"))
+                if "pretrain_reused_from" not in rec:  # a copy says nothing about run cost
+                    eta.add(run, rec["run_s"], rec.get("train_time_s"))
                 print(f"[{i + 1}/{n}] {_run_line(run, rec, args.metrics)}", flush=True)
                 rest = [r for _, r in queue] + [r for _, r in pending.values()]
                 left = eta.remaining(rest)
@@ -622,6 +665,7 @@ def collect_results(runs: Sequence[RunSpec]) -> pd.DataFrame:
         )
         row.update({f"{k}_s": v for k, v in (rec.get("seconds") or {}).items()})
         row["run_s"] = rec.get("run_s")
+        row["pretrain_reused_from"] = rec.get("pretrain_reused_from", "")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -851,6 +895,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="tuning.json to take lrs from (default: OUT/tuning.json when present)",
     )
     p.add_argument("--no-tuned", action="store_true", help="ignore tuning.json: default lrs")
+    p.add_argument(
+        "--reuse-tuning",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the --tune-seed run at the chosen lr takes its pretraining from the tuning grid "
+        "(the same computation; matched on the recorded overrides)",
+    )
     p.add_argument("--retry-failed", action="store_true", help="rerun non-finite-loss runs")
     p.add_argument("--budget-minutes", type=float, default=90, help="warn above this estimate")
     p.add_argument("--mlflow-uri", default=None, help="default: sqlite:///OUT/mlflow.db")

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -179,3 +180,55 @@ def test_carve_validation_uses_train_only(quality, tmp_path: Path) -> None:
     save_features(again / "train.npz", FeatureSet(feats, labels, mu, logvar, meta))
     quality.carve_validation(again, tmp_path / "val2", 0.2, seed=0)
     np.testing.assert_array_equal(load_feature_dir(tmp_path / "val2")[1].features, val.features)
+
+
+def test_study_reuses_the_tuning_grid_pretraining_only_when_identical(
+    quality, tmp_path: Path
+) -> None:
+    argv = ["--dataset", "cifar10_mini", "--seeds", "0", "1", "--epochs", "1"]
+    argv += ["--train-subset", "64", "--width", "4", "--methods", "vssl", "--ablations", "no_kl"]
+    tune_args = quality.parse_args([*argv, "--out", str(tmp_path), "--tune"])
+    study_args = quality.parse_args([*argv, "--out", str(tmp_path)])
+    base = quality.load_params(
+        quality.ROOT / "params.yaml", profile="quick", overrides=quality.budget_overrides(tune_args)
+    )
+    configs = quality.select_configs(["vssl"], ["no_kl"])
+    grid = quality.plan_runs(tune_args, configs[:1], base, {})  # the ablation is not tuned
+    chosen = grid[1]  # lr factor 1
+    for run in grid:  # a finished grid: a checkpoint and a "done" record per lr
+        (run.run_dir).mkdir(parents=True)
+        (run.run_dir / "checkpoint.pt").write_bytes(f"ckpt {run.base_lr}".encode())
+        quality.write_json(run.record, {"status": "done", "overrides": run.overrides})
+    tuned = {"vssl": chosen.base_lr}
+    study = {
+        (r.config.name, r.seed): r for r in quality.plan_runs(study_args, configs, base, tuned)
+    }
+
+    vssl0 = study[("vssl", 0)]
+    assert vssl0.overrides == chosen.overrides
+    assert quality.tuned_pretraining(vssl0, study_args) == chosen.run_dir
+    assert quality.tuned_pretraining(study[("vssl", 1)], study_args) is None  # another seed
+    # The ablation inherits VSSL's tuned lr, but not its pretraining, even when a grid folder
+    # sits where its own would be: the recorded overrides are VSSL's, not the ablation's.
+    ablation = study[("vssl_no_kl", 0)]
+    assert ablation.lr_source == "tuned" and ablation.overrides != chosen.overrides
+    shutil.copytree(chosen.run_dir, tmp_path / "tune" / "runs" / "vssl_no_kl" / chosen.run_dir.name)
+    quality.write_json(
+        tmp_path / "tune" / "records" / "vssl_no_kl" / f"{chosen.run_dir.name}.json",
+        {"status": "done", "overrides": chosen.overrides},
+    )
+    assert quality.tuned_pretraining(ablation, study_args) is None
+    off = quality.parse_args([*argv, "--out", str(tmp_path), "--no-reuse-tuning"])
+    assert quality.tuned_pretraining(vssl0, off) is None
+
+    quality.copy_run_dir(chosen.run_dir, vssl0.run_dir)
+    assert (vssl0.run_dir / "checkpoint.pt").read_bytes() == f"ckpt {chosen.base_lr}".encode()
+    assert quality.tuned_pretraining(vssl0, study_args) is None  # already has its own
+
+    # A grid run recorded under other settings (or unfinished) is not taken.
+    other = study[("vssl", 0)]
+    shutil.rmtree(other.run_dir)
+    quality.write_json(chosen.record, {"status": "done", "overrides": [*chosen.overrides, "x=1"]})
+    assert quality.tuned_pretraining(other, study_args) is None
+    quality.write_json(chosen.record, {"status": "running", "overrides": chosen.overrides})
+    assert quality.tuned_pretraining(other, study_args) is None

@@ -50,7 +50,9 @@ tuning budget, for every method), extract, carve a seeded stratified validation 
 the TRAIN features (``--val-fraction``), probe train-part -> val-part, and pick per config the
 lr that maximises ``--select-metric`` on validation (default: the mean of kNN-20 and linear
 top-1). The test features are deleted unread. Everything tried and the choice go to
-``tuning.json``/``tuning.md``; a later study run with the same ``--out`` uses those lrs
+``tuning.json``/``tuning.md``. With ``--extend-edges``, a config whose best lr is the grid's
+smallest or largest gets one more lr one grid step further out, once (the same rule for every
+config; :func:`edge_extensions`). A later study run with the same ``--out`` uses those lrs
 (ablations inherit VSSL's choice unless tuned themselves), and its ``--tune-seed`` run of each
 tuned config copies the grid's pretraining at the chosen lr instead of repeating it (the same
 deterministic computation, matched on the recorded overrides; ``--no-reuse-tuning`` repeats
@@ -129,7 +131,7 @@ class RunSpec:
     config: Config
     seed: int
     base_lr: float | None
-    lr_source: str  # "default" | "tuned" | "grid" | "n/a"
+    lr_source: str  # "default" | "tuned" | "grid" | "edge" (--extend-edges) | "n/a"
     overrides: list[str]
     run_dir: Path
     feat_dir: Path
@@ -229,8 +231,12 @@ def plan_runs(
     configs: Sequence[Config],
     base: Params,
     tuned: dict[str, float],
+    extra_factors: dict[str, list[float]] | None = None,
 ) -> list[RunSpec]:
     """Every run of the study (or of the tuning grid with ``args.tune``), in execution order.
+
+    ``extra_factors`` (tuning only): lr factors tried for a config beyond ``--lr-factors``
+    (:func:`edge_extensions`); they come after the grid's own runs.
 
     Study order is seed-major (all configs of seed 0 first) so a partial study already has one
     complete row per config; within a seed the trainable configs come first, so the first run
@@ -278,6 +284,11 @@ def plan_runs(
                 lr = lr0 * f
                 sub = f"seed{args.tune_seed}-lr{_fmt_lr(lr)}"
                 runs.append(spec(config, args.tune_seed, lr, "grid", sub, factor=f))
+        for config in ordered:
+            for f in (extra_factors or {}).get(config.name, []):
+                lr = default_lr(base, config.method) * f
+                sub = f"seed{args.tune_seed}-lr{_fmt_lr(lr)}"
+                runs.append(spec(config, args.tune_seed, lr, "edge", sub, factor=f))
         return runs
 
     for seed in args.seeds:
@@ -842,6 +853,27 @@ def select_lrs(trials: pd.DataFrame, metric: str = "mean") -> dict[str, dict[str
     return chosen
 
 
+def edge_extensions(
+    trials: pd.DataFrame, lr_factors: Sequence[float], metric: str = "mean"
+) -> dict[str, list[float]]:
+    """Configs whose best grid lr is the grid's smallest or largest, each with one more factor
+    one step further out: ``edge * (edge / neighbour)``, rounded to one significant digit
+    (x{0.1, 0.3, 1, 3} -> 0.03 below, 9 above). The same rule for every config, applied once,
+    so every method gets the same chance to leave the grid and no more."""
+    grid = sorted(set(float(f) for f in lr_factors))
+    if len(grid) < 2:
+        return {}
+    on_grid = trials[trials["lr_factor"].astype(float).isin(grid)]
+    out: dict[str, list[float]] = {}
+    for config, c in select_lrs(on_grid, metric).items():
+        f = c["lr_factor"]
+        if f == grid[0]:
+            out[config] = [float(f"{f * f / grid[1]:.1g}")]
+        elif f == grid[-1]:
+            out[config] = [float(f"{f * f / grid[-2]:.1g}")]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # command line
 
@@ -884,6 +916,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--tune", action="store_true", help="run the lr grid on a validation split")
     p.add_argument("--lr-factors", type=float, nargs="+", default=[0.3, 1.0, 3.0])
+    p.add_argument(
+        "--extend-edges",
+        action="store_true",
+        help="with --tune: a config whose best lr is at the grid's edge gets one more lr, "
+        "one grid step further out (the same rule for every config, applied once)",
+    )
     p.add_argument("--tune-seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--val-seed", type=int, default=0, help="seed of the validation carve-out")
@@ -1023,6 +1061,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudyError as e:
         print(f"quality: error: {e}", file=sys.stderr)
         return 1
+    if args.tune and args.extend_edges:
+        grid_trials = collect_results(runs).assign(lr_factor=[r.lr_factor for r in runs])
+        extra = edge_extensions(grid_trials, args.lr_factors, args.select_metric)
+        if extra:
+            print(f"best lr at the grid's edge, one more step: {extra}")
+            known = {r.run_dir for r in runs}
+            runs = plan_runs(args, configs, base, tuned, extra_factors=extra)
+            new = [r for r in runs if r.run_dir not in known]
+            try:
+                validate_plan(args, new)
+                more = run_all(new, args, env)
+            except StudyError as e:
+                print(f"quality: error: {e}", file=sys.stderr)
+                return 1
+            timing = {
+                "executed": timing["executed"] + more["executed"],
+                "skipped": timing["skipped"] + more["skipped"],
+                "wall_s": timing["wall_s"] + more["wall_s"],
+            }
     results = collect_results(runs)
     summary_file = args.out / ("tuning.json" if args.tune else "study.json")
     invocations = list((_read_json(summary_file) or {}).get("invocations", []))
@@ -1068,7 +1125,7 @@ def tuning_markdown(trials: pd.DataFrame, chosen: dict[str, dict[str, Any]]) -> 
     lines = ["| Config | base lr: validation score |", "|---|---|"]
     for config, part in trials.groupby("config", sort=False):
         cells = []
-        for _, t in part.iterrows():
+        for _, t in part.sort_values("base_lr").iterrows():
             mark = "*" if chosen.get(str(config), {}).get("base_lr") == t["base_lr"] else ""
             score = t.get("score")
             txt = "nan" if score is None or not math.isfinite(score) else f"{score:.1f}"
@@ -1104,6 +1161,7 @@ def write_tuning(
             "caveat": "pretraining saw the validation images (unlabelled), as every method did; "
             "its online monitor logs test top-1 in history.csv, never read here",
             "lr_factors": args.lr_factors,
+            "extend_edges": args.extend_edges,
         },
         "trials": json.loads(results.to_json(orient="records")),
         "chosen": {k: v["base_lr"] for k, v in chosen.items()},

@@ -93,6 +93,17 @@ def test_summary_statistics_markdown_and_lr_choice(quality) -> None:
     assert chosen["simclr"]["base_lr"] == 0.12  # (50+10)/2 > (20+20)/2; the diverged lr is out
     assert quality.select_lrs(trials, "linear_top1")["simclr"]["base_lr"] == 0.4
 
+    # --extend-edges: simclr's best is the grid's smallest factor -> one step below it; byol's
+    # best sits inside the grid -> nothing; a best at the top -> one step above.
+    assert quality.edge_extensions(trials, [0.3, 1.0, 3.0]) == {"simclr": [0.09]}
+    grid = trials.assign(lr_factor=[0.1, 0.3, 1.0, 0.3, 1.0, 3.0], status="done")
+    grid.loc[0, ["knn20_top1", "linear_top1"]] = 80.0  # byol: best at 0.1
+    grid.loc[5, ["knn20_top1", "linear_top1"]] = 90.0  # simclr: best at 3
+    assert quality.edge_extensions(grid, [0.1, 0.3, 1.0, 3.0]) == {"byol": [0.03], "simclr": [9.0]}
+    # An extension already tried does not extend again: only grid factors count.
+    tried = pd.concat([grid, grid.iloc[[0]].assign(lr_factor=0.03, knn20_top1=99.0)])
+    assert quality.edge_extensions(tried, [0.1, 0.3, 1.0, 3.0]) == {"byol": [0.03], "simclr": [9.0]}
+
     with pytest.raises(quality.StudyError, match="known: .*barlow_twins"):
         quality.select_configs(["byol", "dino"], [])
     with pytest.raises(quality.StudyError, match="known: .*no_kl"):
@@ -150,6 +161,32 @@ def test_study_end_to_end_and_resume(data_root: Path, tmp_path: Path) -> None:
     clash = [c if c != "128" else "256" for c in cmd]
     refused = subprocess.run(clash, cwd=ROOT, env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and "written for other settings" in refused.stderr
+
+
+@pytest.mark.slow
+def test_tuning_extends_an_edge_optimum_once(data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tune"
+    cmd = [
+        sys.executable, str(SCRIPT), "--dataset", "cifar10_mini", "--epochs", "1",
+        "--train-subset", "128", "--test-subset", "100", "--batch-size", "64", "--width", "4",
+        "--methods", "vssl", "--tune", "--lr-factors", "0.3", "1", "--extend-edges",
+        "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "VSSL_DATA_ROOT": str(data_root)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    tuning = json.loads((out / "tuning.json").read_text())
+    trials = pd.DataFrame(tuning["trials"])
+    grid = trials[trials["lr_source"] == "grid"]
+    best = grid.loc[((grid["knn20_top1"] + grid["linear_top1"]) / 2).idxmax(), "lr_factor"]
+    # Two grid points: the best is always at an edge, so exactly one more lr is tried,
+    # one step (x10/3) further out on the best one's side.
+    edge = trials[trials["lr_source"] == "edge"]
+    assert len(trials) == 3 and len(edge) == 1
+    assert edge["lr_factor"].iloc[0] == (0.09 if best == 0.3 else 3.0)
+    assert tuning["chosen"]["vssl"] in trials["base_lr"].tolist()
+    assert tuning["selection"]["extend_edges"] is True
+    assert not any((out / "tune" / "features" / "vssl").glob("*/test.npz"))  # test never kept
 
 
 def test_carve_validation_uses_train_only(quality, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ NegativeCosineSimilarity and update_momentum around the same backbone, batch and
 
     python benchmarks/throughput.py                       # widths 16 and 64, batch 256, 32 px
     python benchmarks/throughput.py --widths 16 --repeats 2 --steps 2   # a quick look
+    python benchmarks/throughput.py plot fig.png a.json b.json          # one figure of saved runs
 
 Augmentation modes: ``none`` (views made once: model work only), ``cpu`` (per-sample
 torchvision v2, what DataLoader workers do) and ``batched`` (kornia on the whole batch on the
@@ -281,7 +282,73 @@ def markdown(res: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def figure(results: list[dict], path: str | Path) -> Path:
+    """Bars of median images/s per method, one hue per augmentation mode, one panel per
+    (device, width) of the given result files; error bars span the min-max over rounds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    from vssl.io import atomic_path
+
+    rows = [
+        {
+            "panel": f"{res['device']}, width {r['width']}",
+            "method": r["method"],
+            "augmentation": r["aug"],
+            "median": r["images_per_s"]["median"],
+            "min": r["images_per_s"]["min"],
+            "max": r["images_per_s"]["max"],
+        }
+        for res in results
+        for r in res["rows"]
+    ]
+    df = pd.DataFrame(rows)
+    panels = list(dict.fromkeys(df["panel"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        part = df[df["panel"] == panel]
+        methods = list(dict.fromkeys(part["method"]))
+        augs = list(dict.fromkeys(part["augmentation"]))
+        sns.barplot(
+            data=part, x="method", y="median", hue="augmentation", order=methods,
+            hue_order=augs, ax=ax, errorbar=None,
+        )  # fmt: skip
+        # One bar container per hue, one bar per x category: draw each bar's own min-max.
+        spread = part.set_index(["augmentation", "method"])
+        for bars, aug in zip(ax.containers, augs, strict=True):
+            for bar, method in zip(bars, methods, strict=True):
+                if (aug, method) in spread.index:
+                    r = spread.loc[(aug, method)]
+                    x = bar.get_x() + bar.get_width() / 2
+                    ax.plot([x, x], [r["min"], r["max"]], color="black", lw=1)
+        ax.set_title(panel)
+        ax.set_xlabel("")
+        ax.set_ylabel("images / s (median over rounds)")
+    fig.suptitle("Pretraining throughput (bars: median; lines: min-max over rounds)")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["plot"]:
+        # python benchmarks/throughput.py plot OUT.png RESULT.json [RESULT.json ...]
+        import json
+
+        if len(argv) < 3:
+            print("usage: throughput.py plot OUT.png RESULT.json [...]", file=sys.stderr)
+            return 2
+        print(figure([json.loads(Path(f).read_text()) for f in argv[2:]], argv[1]))
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--widths", type=int, nargs="+", default=[16, 64])
@@ -321,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
 
         write_json(args.out, res)
         write_text(Path(args.out).with_suffix(".md"), md)
+        figure([res], Path(args.out).with_suffix(".png"))
     return 0
 
 

@@ -1,0 +1,51 @@
+"""benchmarks/throughput.py's figure, from saved results (no timing here: that is a benchmark)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location(
+        "throughput_bench", ROOT / "benchmarks" / "throughput.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["throughput_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(method: str, aug: str, ips: float) -> dict:
+    spread = {"median": ips, "min": ips - 1, "max": ips + 2, "n": 3}
+    return {"method": method, "aug": aug, "width": 16, "images_per_s": spread, "data_share": {}}
+
+
+def test_figure_draws_one_bar_and_one_spread_line_per_configuration(tmp_path: Path) -> None:
+    throughput = _load()
+    res = {"device": "cpu", "rows": [_row(m, a, 10.0 + i) for i, (m, a) in enumerate(
+        [("vssl", "none"), ("byol-ours", "none"), ("vssl", "batched"), ("byol-ours", "batched")]
+    )]}  # fmt: skip
+    gpu = {**res, "device": "gpu"}
+    out = throughput.figure([res, gpu], tmp_path / "t.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".t.png*"))  # the temporary file was renamed away
+
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    real_close = plt.close
+    plt.close = lambda fig: drawn.append(fig)  # keep the figure to inspect it
+    try:
+        throughput.figure([res], tmp_path / "u.png")
+    finally:
+        plt.close = real_close
+    (ax,) = drawn[0].axes
+    bars = [b for c in ax.containers for b in c]
+    assert sorted(round(b.get_height(), 3) for b in bars) == [10.0, 11.0, 12.0, 13.0]
+    spreads = sorted(tuple(line.get_ydata()) for line in ax.lines)
+    assert spreads == [(9.0, 12.0), (10.0, 13.0), (11.0, 14.0), (12.0, 15.0)]
+    real_close(drawn[0])

@@ -3,17 +3,17 @@
 Every *config* (a method, or a VSSL ablation) is pretrained with the same backbone, budget
 (epochs, images, batch) and seeds, then probed on frozen features, each stage run as the user
 runs it (``python -m vssl pretrain | extract | probe`` subprocesses, profile ``quick`` plus
-``--set`` overrides). The full study on an idle 2-core CPU (~70-80 min each, see the numbers
-below)::
+``--set`` overrides). The studies in docs/benchmarks.md, each well inside 90 min on an idle
+2-core CPU (tuning first, then the study, which takes the tuned lrs from ``OUT/tuning.json``)::
 
-    python benchmarks/quality.py --dataset cifar10_mini --seeds 0 1 2 --epochs 12 \
-        --train-subset 4085 --width 8 --batch-size 128 --jobs 2 \
-        --out benchmarks/results/quality-cifar10_mini
-    python benchmarks/quality.py --dataset fashion_mnist --seeds 0 1 2 --epochs 12 \
-        --train-subset 6000 --width 8 --batch-size 128 --jobs 2 \
-        --out benchmarks/results/quality-fashion_mnist
-
-Add ``--tune`` (same arguments) first to choose the learning rates on a validation split.
+    C="--seeds 0 1 2 --epochs 12 --train-subset 4085 --width 8 --batch-size 128 --jobs 2"
+    T="--tune --lr-factors 0.1 0.3 1 3 --extend-edges"
+    python benchmarks/quality.py --dataset cifar10_mini $C --test-subset 1000 $T \
+        --out benchmarks/results/quality-cifar10_mini-e12
+    python benchmarks/quality.py --dataset cifar10_mini $C --test-subset 1000 \
+        --out benchmarks/results/quality-cifar10_mini-e12
+    # the same two lines with --dataset fashion_mnist --test-subset 2000
+    #   --out benchmarks/results/quality-fashion_mnist-e12
 
 Configs: the methods (default ``vssl byol simclr mocov3 barlow_twins`` plus the ``random``
 floor, an untrained backbone) and VSSL's ablations (:data:`ABLATIONS`):

@@ -131,7 +131,7 @@ class RunSpec:
     config: Config
     seed: int
     base_lr: float | None
-    lr_source: str  # "default" | "tuned" | "grid" | "edge" (--extend-edges) | "n/a"
+    lr_source: str  # "default" | "tuned" | "inherited" | "grid" | "edge" | "n/a"
     overrides: list[str]
     run_dir: Path
     feat_dir: Path
@@ -302,7 +302,9 @@ def plan_runs(
                     spec(config, seed, default_lr(base, config.method), "default", f"seed{seed}")
                 )
             else:
-                runs.append(spec(config, seed, lr, "tuned", f"seed{seed}"))
+                # An ablation not tuned itself runs at its method's tuned lr.
+                source = "tuned" if config.name in tuned else "inherited"
+                runs.append(spec(config, seed, lr, source, f"seed{seed}"))
     return runs
 
 
@@ -752,6 +754,8 @@ def summary_markdown(
         lr_txt = "–" if lr is None or not math.isfinite(float(lr)) else f"{float(lr):.3g}"
         if r.get("lr_source") == "tuned":
             lr_txt += " (tuned)"
+        elif r.get("lr_source") == "inherited":
+            lr_txt += f" ({r.get('method')}'s)"
         cells = [name, lr_txt]
         for m in metrics:
             cells.append(_pm(r[f"{m}_mean"], r[f"{m}_std"]))

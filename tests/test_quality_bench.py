@@ -248,7 +248,7 @@ def test_study_reuses_the_tuning_grid_pretraining_only_when_identical(
     # The ablation inherits VSSL's tuned lr, but not its pretraining, even when a grid folder
     # sits where its own would be: the recorded overrides are VSSL's, not the ablation's.
     ablation = study[("vssl_no_kl", 0)]
-    assert ablation.lr_source == "tuned" and ablation.overrides != chosen.overrides
+    assert ablation.lr_source == "inherited" and ablation.overrides != chosen.overrides
     shutil.copytree(chosen.run_dir, tmp_path / "tune" / "runs" / "vssl_no_kl" / chosen.run_dir.name)
     quality.write_json(
         tmp_path / "tune" / "records" / "vssl_no_kl" / f"{chosen.run_dir.name}.json",

@@ -58,10 +58,12 @@ tuned config copies the grid's pretraining at the chosen lr instead of repeating
 deterministic computation, matched on the recorded overrides; ``--no-reuse-tuning`` repeats
 it). That run's extraction and probes are redone, on the test split this time.
 
-Cost model (measured on the shared 2-core machine, 1 thread per run, batched augmentation):
-a run costs ``~35 s + epochs * (N / r + 1.5 s)`` with ``r ~ 200`` images/s at width 8 on
-cifar10_mini (32 px) and ``~290`` on Fashion-MNIST (28 px, one channel); the fixed part is
-three process start-ups, extraction and the probes; ``random`` costs only the fixed part.
+Cost model (measured on the 2-core machine, 1 thread per run, two runs at a time, batched
+augmentation, 2026-11-25): a run costs ``~20 s + epochs * N / r`` with ``r ~ 380`` images/s for
+VSSL and BYOL at width 8 on cifar10_mini (32 px; SimCLR ~490, MoCo v3 ~310, Barlow Twins ~255)
+and ``~480`` on Fashion-MNIST (28 px, one channel); the fixed part is three process start-ups,
+extraction and the probes; ``random`` costs only the fixed part. The 12-epoch, 4,085-image
+studies took 71 min (cifar10_mini) and 55 min (Fashion-MNIST), tuning included.
 The first finished run prints the estimate of the whole study, then every run an ETA.
 Threads: ``--threads 1`` (default) sets ``OMP_NUM_THREADS=1`` for every stage: on a busy
 2-core machine two OpenMP threads per process spin against each other (steps measured 10-20x

@@ -78,6 +78,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -228,6 +229,21 @@ def _fmt_lr(lr: float) -> str:
     return np.format_float_positional(float(f"{lr:.6g}"), trim="-")
 
 
+def tune_run_name(seed: int, lr: float) -> str:
+    """The folder name of one tuning-grid run (``seed0-lr0.3``)."""
+    return f"seed{seed}-lr{_fmt_lr(lr)}"
+
+
+def run_dir(top: Path, config: str, sub: str) -> Path:
+    """Where ``vssl pretrain`` of one run writes (``top`` = ``--out`` or ``--out/tune``)."""
+    return top / "runs" / config / sub
+
+
+def record_path(top: Path, config: str, sub: str) -> Path:
+    """One run's record: overrides, lr, status, wall time per stage."""
+    return top / "records" / config / f"{sub}.json"
+
+
 def plan_runs(
     args: argparse.Namespace,
     configs: Sequence[Config],
@@ -267,10 +283,10 @@ def plan_runs(
             base_lr=lr,
             lr_source=source,
             overrides=over,
-            run_dir=top / "runs" / config.name / sub,
+            run_dir=run_dir(top, config.name, sub),
             feat_dir=top / "features" / config.name / sub,
             probe_json=top / "probes" / config.name / f"{sub}.json",
-            record=top / "records" / config.name / f"{sub}.json",
+            record=record_path(top, config.name, sub),
             log_stem=top / "logs" / config.name / sub,
             tune=args.tune,
             lr_factor=factor,
@@ -284,12 +300,12 @@ def plan_runs(
             lr0 = default_lr(base, config.method)
             for f in args.lr_factors:
                 lr = lr0 * f
-                sub = f"seed{args.tune_seed}-lr{_fmt_lr(lr)}"
+                sub = tune_run_name(args.tune_seed, lr)
                 runs.append(spec(config, args.tune_seed, lr, "grid", sub, factor=f))
         for config in ordered:
             for f in (extra_factors or {}).get(config.name, []):
                 lr = default_lr(base, config.method) * f
-                sub = f"seed{args.tune_seed}-lr{_fmt_lr(lr)}"
+                sub = tune_run_name(args.tune_seed, lr)
                 runs.append(spec(config, args.tune_seed, lr, "edge", sub, factor=f))
         return runs
 
@@ -476,8 +492,9 @@ def tuned_pretraining(run: RunSpec, args: argparse.Namespace) -> Path | None:
         return None
     if run.seed != args.tune_seed or (run.run_dir / "checkpoint.pt").exists():
         return None
-    src = args.out / "tune" / "runs" / run.config.name / f"seed{run.seed}-lr{_fmt_lr(run.base_lr)}"
-    rec = _read_json(args.out / "tune" / "records" / run.config.name / f"{src.name}.json") or {}
+    sub = tune_run_name(run.seed, run.base_lr)
+    src = run_dir(args.out / "tune", run.config.name, sub)
+    rec = _read_json(record_path(args.out / "tune", run.config.name, sub)) or {}
     if rec.get("status") != "done" or rec.get("overrides") != run.overrides:
         return None
     return src if (src / "checkpoint.pt").is_file() else None
@@ -485,8 +502,6 @@ def tuned_pretraining(run: RunSpec, args: argparse.Namespace) -> Path | None:
 
 def copy_run_dir(src: Path, dst: Path) -> None:
     """Copy a finished pretraining folder; the copy appears complete or not at all."""
-    import shutil
-
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)

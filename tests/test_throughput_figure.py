@@ -6,6 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,7 +26,9 @@ def _row(method: str, aug: str, ips: float) -> dict:
     return {"method": method, "aug": aug, "width": 16, "images_per_s": spread, "data_share": {}}
 
 
-def test_figure_draws_one_bar_and_one_spread_line_per_configuration(tmp_path: Path) -> None:
+def test_figure_draws_one_bar_and_one_spread_line_per_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     throughput = _load()
     res = {"device": "cpu", "rows": [_row(m, a, 10.0 + i) for i, (m, a) in enumerate(
         [("vssl", "none"), ("byol-ours", "none"), ("vssl", "batched"), ("byol-ours", "batched")]
@@ -37,15 +41,12 @@ def test_figure_draws_one_bar_and_one_spread_line_per_configuration(tmp_path: Pa
     import matplotlib.pyplot as plt
 
     drawn = []
-    real_close = plt.close
-    plt.close = lambda fig: drawn.append(fig)  # keep the figure to inspect it
-    try:
-        throughput.figure([res], tmp_path / "u.png")
-    finally:
-        plt.close = real_close
+    monkeypatch.setattr(plt, "close", drawn.append)  # keep the figure to inspect it
+    throughput.figure([res], tmp_path / "u.png")
     (ax,) = drawn[0].axes
     bars = [b for c in ax.containers for b in c]
     assert sorted(round(b.get_height(), 3) for b in bars) == [10.0, 11.0, 12.0, 13.0]
     spreads = sorted(tuple(line.get_ydata()) for line in ax.lines)
     assert spreads == [(9.0, 12.0), (10.0, 13.0), (11.0, 14.0), (12.0, 15.0)]
-    real_close(drawn[0])
+    monkeypatch.undo()
+    plt.close(drawn[0])

@@ -5,8 +5,8 @@
 #   snakemake --profile workflow/profiles/slurm --config profile=paper   # on a SLURM cluster
 #
 # params.yaml is the config file; it is validated once, here, before any rule runs. Rules are thin:
-# each calls one `vssl` sub-command. Output paths come from vssl/workflow.py (shared with the
-# tests that keep dvc.yaml in step with this DAG).
+# each calls one `vssl` sub-command. Every path is a pattern from vssl/workflow.py (shared with
+# dvc.yaml, `vssl table` and the tests). A grid entry ({variant}) is a method or a variant.
 
 import os
 import re
@@ -35,7 +35,7 @@ RUNS = wf.grid_runs(P)
 wildcard_constraints:
     profile=re.escape(PROFILE),
     dataset="|".join(map(re.escape, P.grid.datasets)),
-    method="|".join(P.grid.methods),
+    variant="|".join(map(re.escape, P.grid.methods)),
     seed=r"\d+",
 
 

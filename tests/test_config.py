@@ -38,7 +38,8 @@ def test_every_shipped_profile_validates(profile: str) -> None:
 def test_default_profile_is_quick_with_the_issue_grid() -> None:
     p = load_params(PARAMS)
     assert p.profile == "quick"
-    assert p.grid.datasets == ["fashion_mnist"]
+    # cifar10-mini: the untrained floor is far weaker there than on Fashion-MNIST (issue 10)
+    assert p.grid.datasets == ["cifar10_mini"]
     assert p.grid.methods == ["vssl", "byol", "random"]
     assert p.backbone.name == "resnet18" and p.backbone.width < 64  # reduced width on CPU
 

@@ -57,17 +57,58 @@ def test_gaussian_nll_matches_torch_distributions():
 
 
 def test_cosine_nll_is_gaussian_nll_of_unit_vectors_with_isotropic_variance():
-    # For |z| = |mu| = 1 and sigma_j^2 = v: ||z - mu||^2 / (2v) = (1 - cos) / v, so the cosine
-    # likelihood equals the Gaussian NLL of the directions minus its value at z = mu.
+    # For |x| = |mu| = 1 and sigma_j^2 = v: ||x - mu||^2 / (2v) = (1 - cos) / v, so the cosine
+    # likelihood (reduction "sum") is the Gaussian NLL of the directions, normaliser included.
     z, _ = _gauss(4)
     mu_p, lv = _gauss(5)
     lv_p = _iso(lv)
     zh, mh = F.normalize(z, dim=-1), F.normalize(mu_p, dim=-1)
-    p = _normal(mh, lv_p)
-    ref = p.log_prob(mh) - p.log_prob(zh)
+    ref = -_normal(mh, lv_p).log_prob(zh)
     ours = cosine_nll(z, mu_p, lv_p)
     assert ours.shape == (B,)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_cosine_terms_with_mean_reduction_are_per_coordinate_terms_on_the_sqrt_d_sphere():
+    # reduction "mean": the Gaussian terms of the directions scaled to radius sqrt(d), / d.
+    z, lv_q = _gauss(21)
+    mu_p, lv = _gauss(22)
+    lv_p = _iso(lv)
+    r = D**0.5
+    zh, mh = r * F.normalize(z, dim=-1), r * F.normalize(mu_p, dim=-1)
+    ref_nll = -_normal(mh, lv_p).log_prob(zh) / D
+    torch.testing.assert_close(
+        cosine_nll(z, mu_p, lv_p, reduction="mean"), ref_nll, atol=1e-6, rtol=0
+    )
+    ref_kl = kl_divergence(_normal(zh, lv_q), _normal(mh, lv_p)) / D
+    torch.testing.assert_close(
+        cosine_kl(z, lv_q, mu_p, lv_p, reduction="mean"), ref_kl, atol=1e-6, rtol=0
+    )
+
+
+@pytest.mark.parametrize("fn", [gaussian_nll, gaussian_kl])
+def test_gaussian_terms_mean_reduction_is_the_sum_over_d(fn):
+    a, lv_a = _gauss(23)
+    b, lv_b = _gauss(24)
+    args = (a, b, lv_b) if fn is gaussian_nll else (a, lv_a, b, lv_b)
+    torch.testing.assert_close(fn(*args, reduction="mean") * D, fn(*args), atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="reduction"):
+        fn(*args, reduction="max")
+
+
+def test_cosine_nll_normaliser_bounds_a_learned_variance():
+    # With the variance as a free parameter the term has its minimum at v = 2 (1 - cos) / c
+    # (c = d for "sum", 1 for "mean") instead of decreasing forever as v grows.
+    g = torch.Generator().manual_seed(25)
+    x, mu = torch.randn(1, 64, generator=g), torch.randn(1, 64, generator=g)
+    one_minus_cos = 1 - F.cosine_similarity(x, mu).item()
+    for reduction, c in (("sum", 64), ("mean", 1)):
+        grid = torch.linspace(-12, 3, 3001)
+        vals = torch.stack(
+            [cosine_nll(x, mu, torch.full((1, 64), float(v)), reduction) for v in grid]
+        )
+        best = grid[vals.argmin()].exp().item()
+        assert best == pytest.approx(2 * one_minus_cos / c, rel=0.02)
 
 
 def test_cosine_kl_is_gaussian_kl_of_unit_means_with_isotropic_prior():
@@ -103,22 +144,27 @@ def test_cosine_terms_are_invariant_to_rescaling_the_means(fn):
 
 def test_cosine_terms_are_zero_for_aligned_means_and_equal_variances():
     mu, lv = _gauss(12)
-    assert torch.allclose(cosine_nll(mu, 2.5 * mu, lv), torch.zeros(B, dtype=mu.dtype), atol=1e-12)
+    # the likelihood is its normaliser alone for aligned directions
+    normaliser = cosine_nll(mu, -mu, lv) - 2 / lv.exp().mean(-1)
+    assert torch.allclose(cosine_nll(mu, 2.5 * mu, lv), normaliser, atol=1e-12)
     assert torch.allclose(
         cosine_kl(mu, lv, 2.5 * mu, lv), torch.zeros(B, dtype=mu.dtype), atol=1e-12
     )
     # and strictly positive when the directions differ
-    assert (cosine_nll(mu, -mu, lv) > 0).all()
+    assert (cosine_nll(mu, -mu, lv) > cosine_nll(mu, mu, lv)).all()
 
 
-def test_cosine_nll_scales_with_teacher_concentration():
+def test_cosine_nll_scales_with_concentration():
     z, _ = _gauss(13)
     mu, lv = _gauss(14)
-    # v = mean_j sigma_j^2: halving every variance doubles the term
+    # v = mean_j sigma_j^2: halving every variance doubles the direction term
+    half = lv - torch.log(torch.tensor(2.0, dtype=lv.dtype))
+    const = 0.5 * D * torch.log(torch.tensor(0.5, dtype=lv.dtype))  # the normaliser's shift
     torch.testing.assert_close(
-        cosine_nll(z, mu, lv - torch.log(torch.tensor(2.0, dtype=lv.dtype))),
-        2 * cosine_nll(z, mu, lv),
+        cosine_nll(z, mu, half) - cosine_nll(mu, mu, half),
+        2 * (cosine_nll(z, mu, lv) - cosine_nll(mu, mu, lv)),
     )
+    torch.testing.assert_close(cosine_nll(mu, mu, half) - cosine_nll(mu, mu, lv), const.expand(B))
 
 
 @pytest.mark.parametrize("fn", [gaussian_kl, cosine_kl, gaussian_nll, cosine_nll])

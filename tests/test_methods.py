@@ -166,8 +166,12 @@ def test_vssl_objective_is_the_mean_of_both_ordered_pairs():
     )
     m = make("vssl", sample=False, beta=0.5, likelihood="gaussian", kl="gaussian")
     out = m.objective(s1, s2, t1, t2)
-    nll = 0.5 * (gaussian_nll(s2.mu, *t1).mean() + gaussian_nll(s1.mu, *t2).mean())
-    kl = 0.5 * (gaussian_kl(*s2, *t1).mean() + gaussian_kl(*s1, *t2).mean())
+    # default reading: the teacher's mean under the student's variance, nats per coordinate
+    nll = 0.5 * (
+        gaussian_nll(t1.mu, s2.mu, s2.logvar, "mean").mean()
+        + gaussian_nll(t2.mu, s1.mu, s1.logvar, "mean").mean()
+    )
+    kl = 0.5 * (gaussian_kl(*s2, *t1, "mean").mean() + gaussian_kl(*s1, *t2, "mean").mean())
     torch.testing.assert_close(out["likelihood"], nll)
     torch.testing.assert_close(out["kl"], kl)
     torch.testing.assert_close(out["loss"], nll + 0.5 * kl)
@@ -180,22 +184,46 @@ def test_vssl_pair_terms_switches():
     q = Gaussian(torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g))
     p = Gaussian(torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g))
     nll, kl = vssl_pair_terms(q, p, "cosine", "cosine", sample=False)
-    torch.testing.assert_close(nll, cosine_nll(q.mu, *p))
-    torch.testing.assert_close(kl, cosine_kl(*q, *p))
+    torch.testing.assert_close(nll, cosine_nll(p.mu, q.mu, q.logvar, "mean"))
+    torch.testing.assert_close(kl, cosine_kl(*q, *p, "mean"))
+    # the 2025 reading: the teacher's variance scales the likelihood, terms summed over d
+    old = dict(likelihood_variance="teacher", reduction="sum")
+    nll_o, kl_o = vssl_pair_terms(q, p, "cosine", "cosine", sample=False, **old)
+    torch.testing.assert_close(nll_o, cosine_nll(q.mu, *p))
+    torch.testing.assert_close(kl_o, cosine_kl(*q, *p))
     # sample: z = mu + sigma * eps with eps from the global generator
     torch.manual_seed(7)
     nll_s, _ = vssl_pair_terms(q, p, "gaussian", "gaussian", sample=True)
     torch.manual_seed(7)
     z = q.mu + (0.5 * q.logvar).exp() * torch.randn_like(q.mu)
-    torch.testing.assert_close(nll_s, gaussian_nll(z, *p))
+    torch.testing.assert_close(nll_s, gaussian_nll(p.mu, z, q.logvar, "mean"))
     # standard-normal prior in the KL; the likelihood still targets the teacher
     nll_n, kl_n = vssl_pair_terms(
-        q, p, "gaussian", "gaussian", sample=False, prior="standard_normal"
+        q, p, "gaussian", "gaussian", sample=False, prior="standard_normal", **old
     )
     torch.testing.assert_close(kl_n, gaussian_kl(*q, torch.zeros(6, 4), torch.zeros(6, 4)))
     torch.testing.assert_close(nll_n, gaussian_nll(q.mu, *p))
     _, kl_none = vssl_pair_terms(q, p, "cosine", "none")
     assert torch.count_nonzero(kl_none) == 0
+
+
+def test_vssl_head_input_projector_shares_the_teachers_input_space():
+    # With head_input="projector" the student's and teacher's Gaussian heads are the same map of
+    # the same kind of input: at initialisation (teacher == student) the student's log-variance
+    # of a view equals the teacher's of the same view, and the predictor maps the mean only.
+    m = make("vssl", sample=False)
+    x1, _ = views()
+    m.eval()
+    feats, q, emb = m._student(x1)
+    t = m._teacher(x1)
+    torch.testing.assert_close(q.logvar, t.logvar)
+    torch.testing.assert_close(emb, t.mu)
+    torch.testing.assert_close(q.mu, m.predictor(emb))
+    old = make("vssl", sample=False, head_input="predictor")
+    old.eval()
+    _, q_old, emb_old = old._student(x1)
+    assert torch.equal(emb_old, q_old.mu)
+    assert not torch.allclose(q_old.logvar, old._teacher(x1).logvar)
 
 
 def test_vssl_switches_build_the_documented_modules():

@@ -233,4 +233,4 @@ def test_cli_fails_fast_on_missing_inputs(tmp_path: Path, capsys: pytest.Capture
     rc = main(["table", "--params", str(ROOT / "params.yaml"), "--root", str(tmp_path)])
     assert rc == 1
     err = capsys.readouterr().err
-    assert "missing" in err and "results/probes/quick/fashion_mnist/vssl/seed0.json" in err
+    assert "missing" in err and "results/probes/quick/cifar10_mini/vssl/seed0.json" in err

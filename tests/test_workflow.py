@@ -104,6 +104,32 @@ def test_stage_digest_changes_only_with_what_the_stage_reads() -> None:
         d(base, "train")
 
 
+def test_stage_digest_of_a_variant_follows_its_method_and_its_overrides() -> None:
+    base = load_params(ROOT / "params.yaml", profile="smoke")
+    d = wf.stage_digest
+    # A variant differs from its method by its overrides, and follows its method's params.
+    assert d(base, "pretrain", "cifar10_mini", "vssl_nokl") != d(
+        base, "pretrain", "cifar10_mini", "vssl"
+    )
+    beta = load_params(ROOT / "params.yaml", profile="smoke", overrides=["methods.vssl.beta=0.5"])
+    assert d(beta, "pretrain", "cifar10_mini", "vssl_nokl") != d(
+        base, "pretrain", "cifar10_mini", "vssl_nokl"
+    )
+    assert d(beta, "pretrain", "cifar10_mini", "byol") == d(
+        base, "pretrain", "cifar10_mini", "byol"
+    )
+    # Keys that cannot change results rerun nothing.
+    quiet = load_params(
+        ROOT / "params.yaml",
+        profile="smoke",
+        overrides=["pretrain.log_every=7", "pretrain.checkpoint_every=3", "data.num_workers=1"],
+    )
+    for stage in ("prepare_data", "pretrain", "extract_features", "probe"):
+        assert d(quiet, stage, "cifar10_mini", "vssl") == d(base, stage, "cifar10_mini", "vssl")
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        d(base, "pretrain", "cifar10_mini", "nope")
+
+
 def test_snakemake_config_may_only_change_the_profile() -> None:
     raw = load_raw(ROOT / "params.yaml")
     wf.check_snakemake_config({**raw, "profile": "smoke"}, raw)
@@ -307,7 +333,7 @@ def test_dvc_and_snakemake_plan_the_same_dag(tmp_path: Path, profile: str) -> No
     # The same stages, in the same number, with the same outputs (and the documented ones).
     assert stages[0].name == "validate"
     assert stages[0].cmd == "python -m vssl validate --params params.yaml --dvc -q"
-    assert stages[0].outs == [] and "params.yaml" in stages[0].deps
+    assert stages[0].outs == [f"resolved/{profile}"] and "params.yaml" in stages[0].deps
     dvc_work = stages[1:]
     assert sorted(s.name for s in dvc_work) == sorted(j.rule for j in jobs)
     dvc_outs = defaultdict(set)
@@ -315,6 +341,7 @@ def test_dvc_and_snakemake_plan_the_same_dag(tmp_path: Path, profile: str) -> No
         dvc_outs[s.name].update(s.outs)
     assert dict(dvc_outs) == wf.planned_outputs(params)
 
+    resolved = wf.resolved_inputs(params)
     by_outs = {frozenset(j.output): j for j in jobs}
     for s in dvc_work:
         job = by_outs[frozenset(s.outs)]  # KeyError: a DVC stage Snakemake does not plan
@@ -329,15 +356,21 @@ def test_dvc_and_snakemake_plan_the_same_dag(tmp_path: Path, profile: str) -> No
             assert data_deps == sorted(job.input), s.name
         # Code dependencies exist, so DVC can hash them.
         for d in s.deps:
-            if not d.startswith(DATA_PREFIXES):
+            if not d.startswith((*DATA_PREFIXES, "resolved/")):
                 assert (ROOT / d).exists(), d
-        # The params a stage reads: its sections, plus the active profile.
+        # What a stage reads: its own resolved-inputs file (written by `validate`), whose
+        # contents hash to the digest Snakemake keys the same job on; no params.yaml keys.
         if s.name == "table":
-            assert s.params == ["profile"]
+            assert sorted(s.params) == ["grid", "profile", "variants"]
         else:
-            ds, method = (s.key, None) if s.name == "prepare_data" else s.key.split("-")[:2]
-            expected = ["profile", f"profiles.{profile}", *wf.stage_params(s.name, ds, method)]
-            assert sorted(s.params) == sorted(expected), s.name
+            inputs = [d for d in s.deps if d.startswith("resolved/")]
+            assert len(inputs) == 1 and inputs[0] in resolved, (s.name, inputs)
+            assert s.params == [], s.name
+            if s.name == "prepare_data":
+                ds, variant = s.key, None
+            else:
+                ds, variant = s.key.rsplit("-", 1)[0].split("-", 1)
+            assert resolved[inputs[0]] == wf.stage_inputs(params, s.name, ds, variant)
 
     runs = wf.grid_runs(params)
     metrics = {p for s in dvc_work for p in s.metrics}
@@ -401,11 +434,12 @@ def _check_outputs(repo: Path, params) -> None:
     table = pd.read_csv(repo / wf.TABLE)
     g = params.grid
     assert len(table) == len(g.datasets) * len(g.methods)
-    assert set(table["method"]) == set(g.methods) and (table["profile"] == params.profile).all()
+    assert set(table["variant"]) == set(g.methods) and (table["profile"] == params.profile).all()
     assert (table["n_seeds"] == len(g.seeds)).all()
     for col in ("linear_top1_mean", "knn20_top1_mean", "knn200_top1_mean"):
         assert table[col].between(0, 100).all(), col
     vssl = table[table["method"] == "vssl"]
+    assert len(vssl) >= 1
     assert vssl["uncertainty_error_auroc_mean"].between(0, 1).all()
     for fig in wf.FIGURES.values():
         assert (repo / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -431,16 +465,18 @@ def _check_mlflow(uri: str, params) -> None:
         assert r.data.tags["profile"] == params.profile
     # One parent per (dataset, method, seed) of the grid, each child under the parent of its own.
     key = {
-        r.info.run_id: (r.data.tags["dataset"], r.data.tags["method"], r.data.tags["seed"])
+        r.info.run_id: (r.data.tags["dataset"], r.data.tags["variant"], r.data.tags["seed"])
         for r in parents
     }
     assert sorted(key.values()) == sorted(
-        (r.dataset, r.method, str(r.seed)) for r in wf.grid_runs(params)
+        (r.dataset, r.variant, str(r.seed)) for r in wf.grid_runs(params)
     )
+    for r in parents:  # the registry method behind each grid entry
+        assert r.data.tags["method"] == params.entry_method(r.data.tags["variant"])
     assert not any("mlflow.parentRunId" in r.data.tags for r in parents)
     for c in by_stage["extract"] + by_stage["probe"]:
         tags = c.data.tags
-        assert key[tags["mlflow.parentRunId"]] == (tags["dataset"], tags["method"], tags["seed"])
+        assert key[tags["mlflow.parentRunId"]] == (tags["dataset"], tags["variant"], tags["seed"])
 
 
 @pytest.mark.slow

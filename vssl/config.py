@@ -31,15 +31,37 @@ class _Strict(BaseModel):
 
 class GridCfg(_Strict):
     datasets: list[str] = Field(min_length=1)
+    # Method names or names declared under `variants:` (checked in `resolve`).
     methods: list[str] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
 
     @field_validator("methods")
     @classmethod
-    def _known_methods(cls, v: list[str]) -> list[str]:
-        for m in v:
-            if m not in KNOWN_METHODS:
-                raise ValueError(f"unknown method {m!r}; known: {', '.join(KNOWN_METHODS)}")
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = sorted({m for m in v if v.count(m) > 1})
+        if dup:
+            raise ValueError(f"listed twice: {', '.join(dup)}")
+        return v
+
+
+# What a variant may override: the sections that shape a pretraining run and nothing the other
+# stages read (data subsets, probes), so every stage after pretraining stays comparable.
+VARIANT_SECTIONS = ("methods", "pretrain", "backbone")
+
+
+class VariantCfg(_Strict):
+    """A grid entry that is a method plus overrides: ``{method: vssl, set: {methods.vssl.kl:
+    none}}``. Keys of ``set`` are dotted params paths under ``methods.<method>``, ``pretrain`` or
+    ``backbone``; values replace the resolved profile's."""
+
+    method: str
+    set: dict[str, Any] = {}
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in KNOWN_METHODS:
+            raise ValueError(f"unknown method {v!r}; known: {', '.join(KNOWN_METHODS)}")
         return v
 
 
@@ -114,6 +136,9 @@ class VsslCfg(_MomentumCfg):
     sample: bool = True
     predictor: bool = True
     prior: Literal["teacher", "standard_normal"] = "teacher"
+    head_input: Literal["projector", "predictor"] = "projector"
+    likelihood_variance: Literal["student", "teacher"] = "student"
+    reduction: Literal["sum", "mean"] = "mean"
     logvar_min: float = -8.0
     logvar_max: float = 4.0
 
@@ -183,6 +208,7 @@ class Params(_Strict):
     grid: GridCfg
     mlflow: MlflowCfg = MlflowCfg()
     datasets: dict[str, NpzDatasetCfg] = {}
+    variants: dict[str, VariantCfg] = {}
     data: DataCfg = DataCfg()
     backbone: BackboneCfg = BackboneCfg()
     pretrain: PretrainCfg
@@ -202,6 +228,27 @@ class Params(_Strict):
 
     def epochs_for(self, dataset: str) -> int:
         return self.pretrain.epochs_by_dataset.get(dataset, self.pretrain.epochs)
+
+    def entry_method(self, name: str) -> str:
+        """The registry method a grid entry trains: ``name`` itself, or its variant's method."""
+        if name in KNOWN_METHODS:
+            return name
+        if name in self.variants:
+            return self.variants[name].method
+        variants = f"; variants: {', '.join(self.variants)}" if self.variants else ""
+        raise ConfigError(
+            f"unknown method {name!r}; known: {', '.join(KNOWN_METHODS)}{variants} "
+            "(declare a variant under `variants:` in params.yaml)"
+        )
+
+    def for_entry(self, name: str) -> Params:
+        """These params with grid entry ``name``'s variant overrides applied (``self`` for a
+        plain method). The CLI resolves the same through ``load_params(..., entry=name)``, which
+        applies ``--set`` overrides after the variant's."""
+        self.entry_method(name)
+        if name not in self.variants:
+            return self
+        return _validate(apply_variant(self.to_dict(), name), f"variant {name!r}")
 
     def method_cfg(self, method: str) -> dict[str, Any]:
         """The method's hyperparameters as a plain dict (without its optimizer block)."""
@@ -227,6 +274,18 @@ class Params(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": [1, 2]} -> {"a.b": 1, "c": [1, 2]}`` (lists stay whole)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -255,23 +314,51 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def _set_path(tree: dict[str, Any], parts: list[str], value: Any, what: str) -> None:
+    """``tree[parts[0]][parts[1]]... = value`` in place; every key must already exist."""
+    node = tree
+    for i, p in enumerate(parts):
+        if not isinstance(node, dict) or p not in node:
+            where = ".".join(parts[:i]) or "<top level>"
+            choices = list(node) if isinstance(node, dict) else []
+            hint = difflib.get_close_matches(p, choices, n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"{what}: no key {p!r} under {where}{extra}")
+        if i == len(parts) - 1:
+            node[p] = copy.deepcopy(value)
+        else:
+            node = node[p]
+
+
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides; a key that does not exist is an error (typo guard)."""
     tree = copy.deepcopy(tree)
     for text in overrides:
         parts, value = parse_override(text)
-        node = tree
-        for i, p in enumerate(parts):
-            if not isinstance(node, dict) or p not in node:
-                where = ".".join(parts[:i]) or "<top level>"
-                choices = list(node) if isinstance(node, dict) else []
-                hint = difflib.get_close_matches(p, choices, n=1)
-                extra = f"; did you mean {hint[0]!r}?" if hint else ""
-                raise ConfigError(f"override {text!r}: no key {p!r} under {where}{extra}")
-            if i == len(parts) - 1:
-                node[p] = value
-            else:
-                node = node[p]
+        _set_path(tree, parts, value, f"override {text!r}")
+    return tree
+
+
+def apply_variant(tree: dict[str, Any], name: str) -> dict[str, Any]:
+    """The resolved tree with variant ``name``'s ``set`` applied (checked: known sections only,
+    existing keys only). A plain method name returns the tree unchanged."""
+    variants = tree.get("variants") or {}
+    if name in KNOWN_METHODS or not isinstance(variants, dict) or name not in variants:
+        return tree
+    spec = variants[name] if isinstance(variants[name], dict) else {}
+    method = spec.get("method")
+    tree = copy.deepcopy(tree)
+    for key, value in (spec.get("set") or {}).items():
+        parts = [p for p in str(key).split(".") if p]
+        what = f"variants.{name}.set: {key!r}"
+        allowed = parts and parts[0] in VARIANT_SECTIONS
+        if allowed and parts[0] == "methods":
+            allowed = len(parts) > 2 and parts[1] == method
+        if not allowed:
+            raise ConfigError(
+                f"{what}: a variant may only set keys under methods.{method}, pretrain or backbone"
+            )
+        _set_path(tree, parts, value, what)
     return tree
 
 
@@ -305,8 +392,13 @@ def resolve(
     profile: str | None = None,
     overrides: list[str] | None = None,
     source: str = "params.yaml",
+    entry: str | None = None,
 ) -> Params:
-    """Apply the profile then the overrides to a raw params tree, and validate the result."""
+    """Apply the profile, then grid entry ``entry``'s variant overrides (if it names a variant),
+    then the ``--set`` overrides to a raw params tree, and validate the result.
+
+    Every variant is checked here (its method, and that its overrides apply and validate), so a
+    typo in any of them fails before anything runs, whichever entry a job trains."""
     tree = copy.deepcopy(tree)
     profiles = tree.pop("profiles", {}) or {}
     if not isinstance(profiles, dict):
@@ -327,26 +419,51 @@ def resolve(
         raise ConfigError(f"{source}: profiles.{profile} must be a mapping")
     tree = deep_merge(tree, prof)
     tree["profile"] = profile
-    tree = apply_overrides(tree, rest)
-    try:
-        params = Params.model_validate(tree)
-    except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, source)) from None
+    plain = apply_overrides(tree, rest)
+    params = _validate(plain, source)
     for ds in params.grid.datasets:
         try:
             params.check_dataset(ds)
         except ConfigError as e:
             raise ConfigError(f"{source}: grid.datasets: {e}") from None
-    return params
+    for name in params.variants:
+        if name in KNOWN_METHODS:
+            raise ConfigError(f"{source}: variants.{name}: a variant cannot take a method's name")
+        try:
+            _validate(apply_overrides(apply_variant(tree, name), rest), source)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: variants.{name}: {e}") from None
+    for m in params.grid.methods:
+        try:
+            params.entry_method(m)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: grid.methods: {e}") from None
+    if entry is None:
+        return params
+    params.entry_method(entry)  # ConfigError for an unknown name
+    return _validate(apply_overrides(apply_variant(tree, entry), rest), source)
+
+
+def _validate(tree: dict[str, Any], source: str) -> Params:
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
 
 
 def load_params(
     path: str | Path = "params.yaml",
     profile: str | None = None,
     overrides: list[str] | None = None,
+    entry: str | None = None,
 ) -> Params:
-    """Load, resolve and validate params.yaml. Raises ConfigError with the offending key."""
-    return resolve(load_raw(path), profile=profile, overrides=overrides, source=str(path))
+    """Load, resolve and validate params.yaml. Raises ConfigError with the offending key.
+
+    ``entry``: a grid entry (method or variant name) whose variant overrides to apply, between
+    the profile and ``overrides``."""
+    return resolve(
+        load_raw(path), profile=profile, overrides=overrides, source=str(path), entry=entry
+    )
 
 
 def check_grid_matches_file(path: str | Path, params: Params) -> None:

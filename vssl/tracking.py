@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vssl.config import flatten
+
 if TYPE_CHECKING:
     from mlflow import ActiveRun
 
@@ -70,18 +72,6 @@ def with_retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             log.debug("MLflow store busy (%s); retry %d in %.2fs", e, attempt + 1, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}, "c": [1, 2]} -> {"a.b": 1, "c": [1, 2]}`` (lists stay whole)."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 @functools.cache
@@ -166,11 +156,16 @@ def configure(params: Params) -> str:
     return exp_id
 
 
-def run_tags(params: Params, stage: str, dataset: str, method: str, seed: int) -> dict[str, str]:
+def run_tags(
+    params: Params, stage: str, dataset: str, method: str, seed: int, variant: str | None = None
+) -> dict[str, str]:
+    """Tags of every run: ``method`` is the registry method, ``variant`` the grid entry (the
+    method's own name unless the run trains a variant)."""
     return {
         "stage": stage,
         "dataset": dataset,
         "method": method,
+        "variant": variant or method,
         "seed": str(seed),
         "profile": params.profile,
         "git_commit": git_commit() or "unknown",
@@ -197,6 +192,7 @@ def start_run(
     dataset: str,
     method: str,
     seed: int,
+    variant: str | None = None,
     parent_run_id: str | None = None,
     run_id: str | None = None,
     run_name: str | None = None,
@@ -212,7 +208,7 @@ def start_run(
 
     exp_id = configure(params)
     client = MlflowClient(params.tracking_uri())
-    tags = run_tags(params, stage, dataset, method, seed)
+    tags = run_tags(params, stage, dataset, method, seed, variant)
     if run_id is not None and not _run_exists(client, run_id):
         log.warning(
             "MLflow run %s not found in %s; starting a new run", run_id, client.tracking_uri
@@ -221,7 +217,7 @@ def start_run(
     if run_id is None:
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
-        name = run_name or f"{stage}-{dataset}-{method}-seed{seed}"
+        name = run_name or f"{stage}-{dataset}-{variant or method}-seed{seed}"
         # Created through the client (one insert), so a retry cannot leave a duplicate run.
         run = with_retry(client.create_run, exp_id, tags=tags, run_name=name)
         run_id = run.info.run_id

@@ -1,18 +1,27 @@
-"""The experiment grid and its output paths, for the Snakefile, `vssl table` and the tests.
+"""The experiment grid, its output paths and what each stage reads: the one definition the
+Snakefile, dvc.yaml, `vssl table`, the benchmarks and the tests share.
 
-One (dataset, method, seed) triple of a profile is a :class:`Run`; every file the pipeline writes
-for it has one path, defined here (docs/architecture.md, "Output layout"). The Snakemake rules and
-dvc.yaml spell the same patterns; tests/test_workflow.py checks that all three agree:
+One (dataset, variant, seed) cell of a profile's grid is a :class:`Run`. A grid entry
+(``grid.methods``) names a method or a *variant* (a method plus overrides, ``variants:`` in
+params.yaml); the pipeline treats both alike, and ``Run.method`` is the registry method the
+entry trains. Every file the pipeline writes has one path pattern, here (:data:`PATTERNS`):
 
     data/prepared/{profile}/{dataset}.json
-    runs/{profile}/{dataset}/{method}/seed{seed}/{checkpoint.pt, metrics.json, history.csv}
-    features/{profile}/{dataset}/{method}/seed{seed}/{train.npz, test.npz}
-    results/probes/{profile}/{dataset}/{method}/seed{seed}.json  (+ the uncertainty sidecar)
+    runs/{profile}/{dataset}/{variant}/seed{seed}/{checkpoint.pt, metrics.json, history.csv}
+    features/{profile}/{dataset}/{variant}/seed{seed}/{train.npz, test.npz}
+    results/probes/{profile}/{dataset}/{variant}/seed{seed}.json  (+ .uncertainty.csv)
     results/table.csv, results/figures/*.png
+    resolved/{profile}/{stage}/{dataset}[-{variant}].json        (what each DVC stage reads)
     logs/{profile}/<stage>/...
 
-Paths are relative to the repository root (Snakemake's and DVC's working directory) as POSIX
-strings, so they can be compared with what Snakemake plans and dvc.yaml declares.
+The Snakemake rules take their patterns from :func:`pattern`; dvc.yaml spells the same with
+``${...}`` and tests/test_workflow.py checks that all agree. Paths are relative to the
+repository root (Snakemake's and DVC's working directory), as POSIX strings.
+
+What a stage reads (:func:`stage_inputs`) is the resolved configuration that can change its
+outputs, without keys that cannot (logging cadence, checkpoint cadence, worker counts).
+Snakemake reruns a job when its digest changes; DVC depends on the same dict written as a file
+by the `validate` stage (``vssl validate --dvc``), so both rerun exactly the same jobs.
 """
 
 from __future__ import annotations
@@ -21,106 +30,166 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from vssl.config import KNOWN_METHODS, ConfigError, Params
+from vssl.config import ConfigError, Params
 
 TABLE = "results/table.csv"
 FIGURES_DIR = "results/figures"
 # One figure per question the table cannot answer at a glance.
 FIGURES = {
-    "accuracy": f"{FIGURES_DIR}/accuracy.png",  # probe accuracy by method and dataset, +- std
+    "accuracy": f"{FIGURES_DIR}/accuracy.png",  # probe accuracy by variant and dataset, +- std
     "training_curves": f"{FIGURES_DIR}/training_curves.png",  # history.csv of every run
     "uncertainty": f"{FIGURES_DIR}/uncertainty.png",  # VSSL's predicted variance vs error
 }
 # The probe writes a per-sample uncertainty file next to its JSON (VSSL runs only).
 UNCERTAINTY_SUFFIX = ".uncertainty.csv"
 
-# The params sections each stage reads (dotted keys into the resolved config; `{dataset}` and
-# `{method}` are filled in per job). Snakemake reruns a job when the digest of these changes;
-# dvc.yaml lists the same keys as the stage's `params` (tests/test_workflow.py keeps them equal).
-STAGE_PARAMS: dict[str, tuple[str, ...]] = {
-    "prepare_data": ("datasets", "data"),
-    "pretrain": ("datasets", "data", "backbone", "pretrain", "methods.{method}"),
-    "extract_features": ("datasets", "data", "extract"),
+# Every output path, as a pattern over {profile} {dataset} {variant} {seed} {stage}.
+PATTERNS: dict[str, str] = {
+    "manifest": "data/prepared/{profile}/{dataset}.json",
+    "run_dir": "runs/{profile}/{dataset}/{variant}/seed{seed}",
+    "checkpoint": "runs/{profile}/{dataset}/{variant}/seed{seed}/checkpoint.pt",
+    "metrics": "runs/{profile}/{dataset}/{variant}/seed{seed}/metrics.json",
+    "history": "runs/{profile}/{dataset}/{variant}/seed{seed}/history.csv",
+    "features_dir": "features/{profile}/{dataset}/{variant}/seed{seed}",
+    "train_features": "features/{profile}/{dataset}/{variant}/seed{seed}/train.npz",
+    "test_features": "features/{profile}/{dataset}/{variant}/seed{seed}/test.npz",
+    "probe": "results/probes/{profile}/{dataset}/{variant}/seed{seed}.json",
+    "uncertainty": "results/probes/{profile}/{dataset}/{variant}/seed{seed}" + UNCERTAINTY_SUFFIX,
+    "run_log": "logs/{profile}/{stage}/{dataset}/{variant}/seed{seed}.log",
+    "stage_log": "logs/{profile}/{stage}/{job}.log",
+    "dataset_inputs": "resolved/{profile}/{stage}/{dataset}.json",
+    "run_inputs": "resolved/{profile}/{stage}/{dataset}-{variant}.json",
+}
+RESOLVED_DIR = "resolved/{profile}"
+
+# The stages, in DAG order, and the params sections each reads. `None` sections are resolved
+# per grid entry (`methods.<its method>`, after its variant's overrides).
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "prepare_data": ("datasets.{dataset}", "data"),
+    "pretrain": ("datasets.{dataset}", "data", "backbone", "pretrain", "methods.{method}"),
+    "extract_features": ("datasets.{dataset}", "data", "extract"),
     "probe": ("probe",),
     "table": (),
 }
-STAGES = tuple(STAGE_PARAMS)
+STAGES = tuple(STAGE_SECTIONS)
+# Keys that cannot change any output: editing them reruns nothing, and `--resume` accepts them.
+NON_RESULT_KEYS = {
+    "data": ("num_workers",),
+    "pretrain": ("checkpoint_every", "log_every"),
+}
+
+
+def pattern(kind: str, **fixed: Any) -> str:
+    """The path pattern ``kind`` with the given fields filled in (the rest stay ``{field}``,
+    Snakemake's wildcards)."""
+    if kind not in PATTERNS:
+        raise ValueError(f"unknown path pattern {kind!r}; known: {', '.join(PATTERNS)}")
+
+    class _Keep(dict):
+        def __missing__(self, key: str) -> str:
+            return "{" + key + "}"
+
+    return PATTERNS[kind].format_map(_Keep({k: str(v) for k, v in fixed.items()}))
 
 
 def prepared_manifest(profile: str, dataset: str) -> str:
     """The manifest `vssl prepare` writes for ``dataset``."""
-    return f"data/prepared/{profile}/{dataset}.json"
+    return pattern("manifest", profile=profile, dataset=dataset)
 
 
 @dataclass(frozen=True, order=True)
 class Run:
-    """One cell of the grid: (dataset, method, seed) under a profile, and its files."""
+    """One cell of the grid: (dataset, variant, seed) under a profile, and its files.
+
+    ``variant`` is the grid entry (a method name or a variant name), which names the run's
+    folders; ``method`` is the registry method it trains (the variant's own name for a plain
+    method)."""
 
     profile: str
     dataset: str
-    method: str
+    variant: str
     seed: int
+    method: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.method:
+            object.__setattr__(self, "method", self.variant)
+
+    def _path(self, kind: str, **extra: Any) -> str:
+        return pattern(
+            kind,
+            profile=self.profile,
+            dataset=self.dataset,
+            variant=self.variant,
+            seed=self.seed,
+            **extra,
+        )
 
     @property
     def key(self) -> str:
-        """``dataset-method-seed``: DVC's matrix stage suffix (``pretrain@<key>``)."""
-        return f"{self.dataset}-{self.method}-{self.seed}"
+        """``dataset-variant-seed``: DVC's matrix stage suffix (``pretrain@<key>``)."""
+        return f"{self.dataset}-{self.variant}-{self.seed}"
 
     @property
     def manifest(self) -> str:
-        return prepared_manifest(self.profile, self.dataset)
+        return self._path("manifest")
 
     @property
     def run_dir(self) -> str:
-        return f"runs/{self.profile}/{self.dataset}/{self.method}/seed{self.seed}"
+        return self._path("run_dir")
 
     @property
     def checkpoint(self) -> str:
-        return f"{self.run_dir}/checkpoint.pt"
+        return self._path("checkpoint")
 
     @property
     def metrics(self) -> str:
-        return f"{self.run_dir}/metrics.json"
+        return self._path("metrics")
 
     @property
     def history(self) -> str:
-        return f"{self.run_dir}/history.csv"
+        return self._path("history")
 
     @property
     def features_dir(self) -> str:
-        return f"features/{self.profile}/{self.dataset}/{self.method}/seed{self.seed}"
+        return self._path("features_dir")
 
     @property
     def train_features(self) -> str:
-        return f"{self.features_dir}/train.npz"
+        return self._path("train_features")
 
     @property
     def test_features(self) -> str:
-        return f"{self.features_dir}/test.npz"
+        return self._path("test_features")
 
     @property
     def probe(self) -> str:
-        return f"results/probes/{self.profile}/{self.dataset}/{self.method}/seed{self.seed}.json"
+        return self._path("probe")
 
     @property
     def uncertainty(self) -> str:
         """The probe's per-sample uncertainty sidecar (written for VSSL only)."""
-        return self.probe[: -len(".json")] + UNCERTAINTY_SUFFIX
+        return self._path("uncertainty")
 
     def log(self, stage: str) -> str:
         """The log file of this run's ``stage`` (pretrain, extract_features or probe)."""
-        return f"logs/{self.profile}/{stage}/{self.dataset}/{self.method}/seed{self.seed}.log"
+        return self._path("run_log", stage=stage)
+
+    def inputs(self, stage: str) -> str:
+        """The resolved inputs file of this run's ``stage`` that the DVC stage depends on."""
+        return self._path("run_inputs", stage=stage)
 
 
 def grid_runs(params: Params) -> list[Run]:
-    """Every (dataset, method, seed) of the resolved profile's grid, in grid order."""
+    """Every (dataset, variant, seed) of the resolved profile's grid, in grid order."""
     g = params.grid
     return [
-        Run(params.profile, d, m, int(s))
-        for d, m, s in itertools.product(g.datasets, g.methods, g.seeds)
+        Run(params.profile, d, v, int(s), params.entry_method(v))
+        for d, v, s in itertools.product(g.datasets, g.methods, g.seeds)
     ]
 
 
@@ -131,7 +200,12 @@ def table_outputs() -> list[str]:
 
 def log_path(profile: str, stage: str, name: str) -> str:
     """The log file of a stage without a run (``prepare_data`` per dataset, ``table``)."""
-    return f"logs/{profile}/{stage}/{name}.log"
+    return pattern("stage_log", profile=profile, stage=stage, job=name)
+
+
+def dataset_inputs_path(profile: str, stage: str, dataset: str) -> str:
+    """The resolved inputs file of a per-dataset stage (``prepare_data``)."""
+    return pattern("dataset_inputs", profile=profile, stage=stage, dataset=dataset)
 
 
 def planned_outputs(params: Params) -> dict[str, set[str]]:
@@ -184,30 +258,71 @@ def _lookup(tree: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def stage_params(stage: str, dataset: str | None = None, method: str | None = None) -> list[str]:
-    """The dotted params keys ``stage`` reads, with ``{dataset}``/``{method}`` filled in."""
-    if stage not in STAGE_PARAMS:
+def _without_non_results(section: str, value: Any) -> Any:
+    skip = NON_RESULT_KEYS.get(section, ())
+    if isinstance(value, dict) and skip:
+        return {k: v for k, v in value.items() if k not in skip}
+    return value
+
+
+def stage_inputs(
+    params: Params, stage: str, dataset: str | None = None, variant: str | None = None
+) -> dict[str, Any]:
+    """The resolved configuration ``stage`` reads for (``dataset``, ``variant``): a dict of
+    dotted section -> value (its :data:`STAGE_SECTIONS`, variant overrides applied, keys in
+    :data:`NON_RESULT_KEYS` dropped); for ``pretrain`` also the variant and its epoch count.
+    Equal dicts mean the stage's outputs cannot differ."""
+    if stage not in STAGE_SECTIONS:
         raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
-    if method is not None and method not in KNOWN_METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(KNOWN_METHODS)}")
-    return [k.format(dataset=dataset, method=method) for k in STAGE_PARAMS[stage]]
+    if variant is not None:
+        params = params.for_entry(variant)  # ConfigError for an unknown name
+    method = params.entry_method(variant) if variant is not None else None
+    tree = params.to_dict()
+    out: dict[str, Any] = {}
+    for section in STAGE_SECTIONS[stage]:
+        key = section.format(dataset=dataset, method=method)
+        out[key] = _without_non_results(key, _lookup(tree, key))
+    if stage == "pretrain" and dataset is not None and variant is not None:
+        out["epochs"] = params.epochs_for(dataset)
+        out["variant"] = variant
+        out["method"] = method
+    return out
 
 
 def stage_digest(
-    params: Params, stage: str, dataset: str | None = None, method: str | None = None
+    params: Params, stage: str, dataset: str | None = None, variant: str | None = None
 ) -> str:
-    """A short hash of the resolved config that ``stage`` reads (plus the dataset's epochs).
-
-    sha1(json(sorted {key: value for key in stage_params(stage)}))[:12]. Snakemake stores it as a
-    rule param, so editing params.yaml reruns exactly the jobs whose inputs changed (the same
-    rule DVC applies with the stage's `params` list).
-    """
-    tree = params.to_dict()
-    picked = {k: _lookup(tree, k) for k in stage_params(stage, dataset, method)}
-    if stage == "pretrain" and dataset is not None:
-        picked["epochs"] = params.epochs_for(dataset)
-    blob = json.dumps(picked, sort_keys=True, default=str)
+    """``sha1(json(stage_inputs(...)))[:12]``: Snakemake stores it as a rule param, so editing
+    params.yaml reruns exactly the jobs whose inputs changed (DVC: the same dict as a file)."""
+    blob = json.dumps(stage_inputs(params, stage, dataset, variant), sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def resolved_inputs(params: Params) -> dict[str, dict[str, Any]]:
+    """Path -> contents of every resolved-inputs file DVC's stages depend on."""
+    files: dict[str, dict[str, Any]] = {}
+    for d in params.grid.datasets:
+        path = dataset_inputs_path(params.profile, "prepare_data", d)
+        files[path] = stage_inputs(params, "prepare_data", d)
+    for r in grid_runs(params):
+        for stage in ("pretrain", "extract_features", "probe"):
+            files[r.inputs(stage)] = stage_inputs(params, stage, r.dataset, r.variant)
+    return files
+
+
+def write_resolved_inputs(params: Params, root: str | Path = ".") -> list[str]:
+    """Write :func:`resolved_inputs` under ``root`` (each file atomically, only where its
+    contents changed, so DVC sees unchanged files as unchanged); returns the paths."""
+    from vssl.io import write_text
+
+    written = []
+    for rel, content in resolved_inputs(params).items():
+        path = Path(root) / rel
+        text = json.dumps(content, sort_keys=True, indent=2, default=str) + "\n"
+        if not path.is_file() or path.read_text() != text:
+            write_text(path, text)
+        written.append(rel)
+    return written
 
 
 def check_snakemake_config(config: dict[str, Any], raw: dict[str, Any]) -> None:

@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             stage="extract",
             dataset=args.dataset,
             method=ckpt["method"],
+            variant=ckpt.get("variant", ckpt["method"]),
             seed=int(ckpt["seed"]),
             parent_run_id=ckpt.get("mlflow_run_id") or None,
         )

@@ -17,7 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_params_arguments(p)
     p.add_argument("--dataset", required=True, help="registry name (see `datasets:` for npz)")
     p.add_argument(
-        "--method", required=True, help="vssl | byol | mocov3 | simclr | barlow_twins | random"
+        "--method",
+        required=True,
+        help="vssl | byol | mocov3 | simclr | barlow_twins | random, or a name under `variants:`",
     )
     p.add_argument("--seed", type=int, required=True)
     p.add_argument(
@@ -67,13 +69,16 @@ def run(args: argparse.Namespace) -> int:
     from vssl.train.engine import PretrainJob, pretrain
     from vssl.train.guards import NonFiniteLossError
 
-    params = load_params(args.params, profile=args.profile, overrides=args.overrides)
+    params = load_params(
+        args.params, profile=args.profile, overrides=args.overrides, entry=args.method
+    )
     params.check_dataset(args.dataset)
     _setup_logging()
     job = PretrainJob(
         params=params,
         dataset=args.dataset,
-        method=args.method,
+        method=params.entry_method(args.method),
+        variant=args.method,
         seed=args.seed,
         out_dir=Path(args.out),
         epochs=args.epochs,

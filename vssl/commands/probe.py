@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             stage="probe",
             dataset=str(meta.get("dataset", "unknown")),
             method=str(meta.get("method", "unknown")),
+            variant=str(meta.get("variant", meta.get("method", "unknown"))),
             seed=int(meta.get("seed", seed)),
             parent_run_id=meta.get("mlflow_run_id") or None,
         )

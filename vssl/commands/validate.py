@@ -15,7 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dvc",
         action="store_true",
-        help="also check that the top-level grid (read by dvc.yaml's matrix) is the profile's",
+        help="also check that the top-level grid (read by dvc.yaml's matrix) is the profile's, and "
+        "write what each stage reads to resolved/<profile>/ (the files DVC's stages depend on)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
 
@@ -23,7 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     params = load_params(args.params, profile=args.profile, overrides=args.overrides)
     if args.dvc:
+        from vssl.workflow import write_resolved_inputs
+
         check_grid_matches_file(args.params, params)
+        write_resolved_inputs(params)
     if not args.quiet:
         print(yaml.safe_dump(params.to_dict(), sort_keys=False), end="")
     return 0

@@ -222,6 +222,7 @@ class ExtractionPlan:
             "dataset": self.dataset,
             "pretrain_dataset": ckpt["dataset"],
             "method": ckpt["method"],
+            "variant": ckpt.get("variant", ckpt["method"]),
             "seed": int(ckpt["seed"]),
             "profile": self.params.profile,
             "epoch": int(ckpt["epoch"]),

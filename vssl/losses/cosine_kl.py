@@ -6,25 +6,31 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vssl.losses._precision import float32
+from vssl.losses._reduce import Reduction, over_coordinates
 
 
 @float32
-def cosine_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
-    """Cosine KL per sample, in nats; inputs (B, d), returns (B,).
+def cosine_kl(
+    mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor, reduction: Reduction = "sum"
+) -> Tensor:
+    """Cosine KL per sample; inputs (B, d), returns (B,).
 
-    The Gaussian KL's mean term ``sum_j (mu_q,j - mu_p,j)^2 / (2 sigma_p,j^2)`` is replaced by
-    ``(1 - cos(mu_q, mu_p)) / v`` with ``v = mean_j sigma_p,j^2`` (the prior's isotropic
-    variance), and the variance terms are kept::
+    The Gaussian KL's mean term is replaced by ``(1 - cos(mu_q, mu_p)) / v`` with
+    ``v = mean_j sigma_p,j^2`` (the prior's isotropic variance), and the variance terms are
+    kept::
 
         KL_cos = (1 - cos(mu_q, mu_p)) / v
-                 + 0.5 * sum_j [ log(sigma_p,j^2 / sigma_q,j^2) + sigma_q,j^2 / sigma_p,j^2 - 1 ]
+                 + R_j 0.5 [ log(sigma_p,j^2 / sigma_q,j^2) + sigma_q,j^2 / sigma_p,j^2 - 1 ]
 
-    The term is invariant to rescaling either mean and is 0 for aligned means with equal
-    variances. A zero prior mean (the ``standard_normal`` prior) has no direction: ``cos`` is
-    then 0 (``F.cosine_similarity`` with its ``eps``), so the mean term is the constant ``1 / v``
-    and carries no gradient.
+    ``R`` is the sum over the d coordinates (``reduction="sum"``: the KL between Gaussians on
+    the directions on the unit sphere, with the prior's mean-term variance isotropic) or their
+    mean (``"mean"``: the same KL on the sphere of radius sqrt(d), per coordinate; see
+    :func:`vssl.losses.cosine_nll`). The term is invariant to rescaling either mean and is 0
+    for aligned means with equal variances. A zero prior mean (the ``standard_normal`` prior)
+    has no direction: ``cos`` is then 0 (``F.cosine_similarity`` with its ``eps``), so the mean
+    term is the constant ``1 / v`` and carries no gradient.
     """
     v = logvar_p.exp().mean(dim=-1)
     mean_term = (1.0 - F.cosine_similarity(mu_q, mu_p, dim=-1)) / v
-    var_term = 0.5 * (logvar_p - logvar_q + (logvar_q - logvar_p).exp() - 1.0).sum(dim=-1)
-    return mean_term + var_term
+    var_terms = 0.5 * (logvar_p - logvar_q + (logvar_q - logvar_p).exp() - 1.0)
+    return mean_term + over_coordinates(var_terms, reduction)

@@ -1,21 +1,39 @@
-"""von Mises-Fisher-style (cosine) negative log-likelihood."""
+"""Cosine (direction) negative log-likelihood: an isotropic Gaussian on the sphere."""
 
 from __future__ import annotations
+
+import math
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from vssl.losses._precision import float32
+from vssl.losses._reduce import Reduction
+
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 @float32
-def cosine_nll(z: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
-    """Cosine likelihood term per sample; inputs (B, d), returns (B,).
+def cosine_nll(x: Tensor, mu: Tensor, logvar: Tensor, reduction: Reduction = "sum") -> Tensor:
+    """Cosine likelihood term per sample; inputs (B, d), returns (B,)::
 
-    ``nll_cos = (1 - cos(z, mu_p)) / v`` with ``v = mean_j sigma_p,j^2``: a von Mises-Fisher
-    log-density with mean direction ``mu_p / |mu_p|`` and concentration ``kappa = 1 / v``, up to
-    its normaliser (which depends on the prior only, so it carries no gradient to the sample).
-    It ignores the norms of ``z`` and ``mu_p``; ``0 <= nll_cos <= 2 / v``.
+        nll_cos = (1 - cos(x, mu)) / v  +  c * 0.5 * log(2 pi v),     v = mean_j sigma_j^2
+
+    with ``c = d`` for ``reduction="sum"`` and ``c = 1`` for ``"mean"``. It is the isotropic
+    Gaussian NLL of the directions, exactly:
+
+    * ``sum``:  ``-log N(x/|x|; mu/|mu|, v I)`` (unit sphere; each coordinate of a direction
+      is O(1/sqrt(d)), so v lives on the scale 1/d);
+    * ``mean``: ``-log N(r x/|x|; r mu/|mu|, v I) / d`` with ``r = sqrt(d)`` (coordinates of
+      O(1), v on the scale of a coordinate's variance; nats per coordinate).
+
+    A von Mises-Fisher log-density with concentration ``kappa = 1 / v`` (``d / v``) and its
+    large-kappa normaliser. It ignores the norms of ``x`` and ``mu``. The normaliser makes the
+    term bounded below in ``v`` (minimum at ``v = 2 (1 - cos) / c``), so a variance that gets a
+    gradient here is fitted to the cross-view error instead of growing without bound.
     """
-    v = logvar_p.exp().mean(dim=-1)
-    return (1.0 - F.cosine_similarity(z, mu_p, dim=-1)) / v
+    v = logvar.exp().mean(dim=-1)
+    c = x.shape[-1] if reduction == "sum" else 1
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"unknown reduction {reduction!r}; known: sum, mean")
+    return (1.0 - F.cosine_similarity(x, mu, dim=-1)) / v + c * 0.5 * (v.log() + _LOG_2PI)

@@ -1,8 +1,11 @@
 """VSSL: Variational Self-Supervised Learning (Yavuz & Yanikoglu, 2025).
 
-Student: ``x -> backbone -> projector -> [predictor] -> GaussianHead -> (mu_s, logvar_s)``.
-Teacher: the EMA of (backbone, projector, GaussianHead), no predictor, no gradient
-``x -> (mu_t, logvar_t)``. For the ordered pair (student sees x_a, teacher sees x_b)::
+Networks (``head_input="projector"``, the default)::
+
+    student:  x -> backbone -> projector -> GaussianHead -> (m_s, logvar_s);  mu_s = predictor(m_s)
+    teacher:  x -> backbone' -> projector' -> GaussianHead' -> (mu_t, logvar_t)     (EMA, no grad)
+
+For the ordered pair (student sees x_a, teacher sees x_b), with ``sigma^2 = exp(logvar)``::
 
     q(z | x_a) = N(mu_s(x_a), diag sigma_s^2(x_a))          posterior (student)
     p(z | x_b) = N(mu_t(x_b), diag sigma_t^2(x_b))          data-dependent prior (teacher)
@@ -10,11 +13,26 @@ Teacher: the EMA of (backbone, projector, GaussianHead), no predictor, no gradie
     L(a, b)    = mean_i [ -log p(mu_t(x_b) | z)  +  beta * KL(q || p) ]
     L          = 0.5 * (L(a=x2, b=x1) + L(a=x1, b=x2))
 
-The likelihood is the cross-view denoising term (the teacher's embedding of the other view
-explained by the student's sample); see :func:`vssl.losses.gaussian_nll` /
-:func:`vssl.losses.cosine_nll` and :func:`vssl.losses.gaussian_kl` /
-:func:`vssl.losses.cosine_kl` for the formulas. ``prior="standard_normal"`` uses p = N(0, I) in
-the KL (the likelihood still targets the teacher's mu_t, sigma_t of the other view).
+The likelihood is the cross-view denoising term: the teacher's embedding of the other view
+explained by the student's sample, under the student's variance
+(``likelihood_variance="student"``)::
+
+    cosine:    -log p = (1 - cos(z, mu_t)) / v_s + 0.5 * log(2 pi v_s),   v_s = mean_j sigma_s,j^2
+    gaussian:  -log p = mean_j 0.5 [ (mu_t,j - z_j)^2 / sigma_s,j^2 + log(2 pi sigma_s,j^2) ]
+
+and the KL is closed form (cosine: its mean term on directions, with the prior's isotropic v_t)::
+
+    cosine:    KL = (1 - cos(mu_s, mu_t)) / v_t + mean_j 0.5 [ log(sigma_t,j^2 / sigma_s,j^2)
+                                                              + sigma_s,j^2 / sigma_t,j^2 - 1 ]
+    gaussian:  KL = mean_j 0.5 [ log(sigma_t,j^2 / sigma_s,j^2)
+                                 + (sigma_s,j^2 + (mu_s,j - mu_t,j)^2) / sigma_t,j^2 - 1 ]
+
+All terms are nats per latent coordinate (``reduction="mean"``; the cosine terms are the
+Gaussian terms of the directions scaled to radius sqrt(d)). The three switches
+``head_input``, ``likelihood_variance`` and ``reduction`` are this implementation's fixes of the
+2025 reading, whose form (``"predictor"``, ``"teacher"``, ``"sum"``) collapses at the paper's
+learning rate; docs/method.md, "Why the first reading collapsed", has the measurements. See
+:mod:`vssl.losses` for each term.
 """
 
 from __future__ import annotations
@@ -26,12 +44,16 @@ import torch.nn as nn
 from torch import Tensor
 
 from vssl.losses import cosine_kl, cosine_nll, gaussian_kl, gaussian_nll
+from vssl.losses._reduce import REDUCTIONS
 from vssl.methods.base import MomentumMethod
 from vssl.models.ema import make_teacher
 from vssl.models.heads import MLP, GaussianHead
 
 LIKELIHOODS = {"gaussian": gaussian_nll, "cosine": cosine_nll}
 KLS = {"gaussian": gaussian_kl, "cosine": cosine_kl}
+HEAD_INPUTS = ("projector", "predictor")
+LIKELIHOOD_VARIANCES = ("student", "teacher")
+PRIORS = ("teacher", "standard_normal")
 
 
 class Gaussian(NamedTuple):
@@ -48,26 +70,34 @@ def vssl_pair_terms(
     kl: Literal["gaussian", "cosine", "none"] = "cosine",
     sample: bool = True,
     prior: Literal["teacher", "standard_normal"] = "teacher",
+    likelihood_variance: Literal["student", "teacher"] = "student",
+    reduction: Literal["sum", "mean"] = "mean",
 ) -> tuple[Tensor, Tensor]:
     """Per-sample ``(likelihood, KL)`` terms, each (B,), for one ordered pair of views.
 
     ``q`` is the student's posterior on view a, ``p`` the teacher's Gaussian on view b::
 
-        z          = q.mu + exp(q.logvar / 2) * eps   (q.mu if not sample)
-        likelihood = nll(z; p.mu, p.logvar)           gaussian_nll or cosine_nll
-        KL         = KL(q || prior)                   prior = p, or N(0, I); 0 for kl="none"
+        z          = q.mu + exp(q.logvar / 2) * eps     (q.mu if not sample)
+        likelihood = -log N(p.mu; z, diag q.var)        likelihood_variance="student"
+                   = -log N(z; p.mu, diag p.var)        likelihood_variance="teacher"
+        KL         = KL(q || prior)                     prior = p, or N(0, I); 0 for kl="none"
 
-    Computed in float32 (the terms exponentiate log-variances).
+    (cosine forms with ``likelihood="cosine"`` / ``kl="cosine"``); ``reduction`` combines the
+    per-coordinate terms (``"mean"``: nats per coordinate, ``"sum"``: per sample). Computed in
+    float32 (the terms exponentiate log-variances).
     """
     mu_s, lv_s = q.mu.float(), q.logvar.float()
     mu_t, lv_t = p.mu.float(), p.logvar.float()
     z = mu_s + (0.5 * lv_s).exp() * torch.randn_like(mu_s) if sample else mu_s
-    nll = LIKELIHOODS[likelihood](z, mu_t, lv_t)
+    if likelihood_variance == "student":
+        nll = LIKELIHOODS[likelihood](mu_t, z, lv_s, reduction=reduction)
+    else:
+        nll = LIKELIHOODS[likelihood](z, mu_t, lv_t, reduction=reduction)
     if kl == "none":
         return nll, torch.zeros_like(nll)
     if prior == "standard_normal":
         mu_t, lv_t = torch.zeros_like(mu_s), torch.zeros_like(lv_s)
-    return nll, KLS[kl](mu_s, lv_s, mu_t, lv_t)
+    return nll, KLS[kl](mu_s, lv_s, mu_t, lv_t, reduction=reduction)
 
 
 class VSSL(MomentumMethod):
@@ -91,6 +121,9 @@ class VSSL(MomentumMethod):
         sample: bool = True,
         predictor: bool = True,
         prior: Literal["teacher", "standard_normal"] = "teacher",
+        head_input: Literal["projector", "predictor"] = "projector",
+        likelihood_variance: Literal["student", "teacher"] = "student",
+        reduction: Literal["sum", "mean"] = "mean",
         tau_base: float = 0.99,
         tau_final: float = 1.0,
         logvar_min: float = -8.0,
@@ -100,12 +133,23 @@ class VSSL(MomentumMethod):
         for key, value, known in [
             ("likelihood", likelihood, tuple(LIKELIHOODS)),
             ("kl", kl, (*KLS, "none")),
-            ("prior", prior, ("teacher", "standard_normal")),
+            ("prior", prior, PRIORS),
+            ("head_input", head_input, HEAD_INPUTS),
+            ("likelihood_variance", likelihood_variance, LIKELIHOOD_VARIANCES),
+            ("reduction", reduction, REDUCTIONS),
         ]:
             if value not in known:
                 raise ValueError(f"vssl: unknown {key} {value!r}; known: {', '.join(known)}")
-        self.likelihood, self.kl, self.prior = likelihood, kl, prior
-        self.beta, self.sample = float(beta), bool(sample)
+        self.terms = dict(
+            likelihood=likelihood,
+            kl=kl,
+            sample=bool(sample),
+            prior=prior,
+            likelihood_variance=likelihood_variance,
+            reduction=reduction,
+        )
+        self.beta = float(beta)
+        self.head_input = head_input
         self.projector = MLP(feature_dim, proj_hidden_dim, latent_dim)
         self.predictor = (
             MLP(latent_dim, pred_hidden_dim, latent_dim) if predictor else nn.Identity()
@@ -122,9 +166,22 @@ class VSSL(MomentumMethod):
             (self.head, self.teacher_head),
         ]
 
-    def _student(self, x: Tensor) -> tuple[Tensor, Gaussian]:
+    def _student(self, x: Tensor) -> tuple[Tensor, Gaussian, Tensor]:
+        """``(features, posterior q, embedding)``.
+
+        ``head_input="projector"``: the Gaussian head reads the projector's output, as the
+        teacher's copy of it does, and the predictor maps its mean: ``q = N(predictor(m), s^2)``
+        with ``(m, log s^2) = head(projector(f))``; the embedding is ``m``, in the teacher's space.
+        ``"predictor"`` (the 2025 reading): ``q = head(predictor(projector(f)))``, embedding
+        ``q.mu``.
+        """
         feats = self.backbone(x)
-        return feats, Gaussian(*self.head(self.predictor(self.projector(feats))))
+        h = self.projector(feats)
+        if self.head_input == "predictor":
+            q = Gaussian(*self.head(self.predictor(h)))
+            return feats, q, q.mu
+        m, logvar = self.head(h)
+        return feats, Gaussian(self.predictor(m), logvar), m
 
     @torch.no_grad()
     def _teacher(self, x: Tensor) -> Gaussian:
@@ -139,24 +196,28 @@ class VSSL(MomentumMethod):
         ``L(a, b) = mean_i [likelihood_i + beta * KL_i]``; also returns ``likelihood`` and ``kl``
         (symmetrised batch means).
         """
-        terms = dict(likelihood=self.likelihood, kl=self.kl, sample=self.sample, prior=self.prior)
-        nll_21, kl_21 = vssl_pair_terms(s2, t1, **terms)
-        nll_12, kl_12 = vssl_pair_terms(s1, t2, **terms)
+        nll_21, kl_21 = vssl_pair_terms(s2, t1, **self.terms)
+        nll_12, kl_12 = vssl_pair_terms(s1, t2, **self.terms)
         nll = 0.5 * (nll_21.mean() + nll_12.mean())
         kl = 0.5 * (kl_21.mean() + kl_12.mean())
         return {"loss": nll + self.beta * kl, "likelihood": nll, "kl": kl}
 
     def training_step(self, x1: Tensor, x2: Tensor) -> dict[str, Tensor]:
-        f1, s1 = self._student(x1)
-        f2, s2 = self._student(x2)
+        f1, s1, e1 = self._student(x1)
+        f2, s2, e2 = self._student(x2)
         t1, t2 = self._teacher(x1), self._teacher(x2)
         out = self.objective(s1, s2, t1, t2)
         out["likelihood"] = out["likelihood"].detach()
         out["kl"] = out["kl"].detach()
-        out["sigma2_student"] = torch.cat([s1.logvar, s2.logvar]).detach().float().exp().mean()
-        out["sigma2_teacher"] = torch.cat([t1.logvar, t2.logvar]).float().exp().mean()
+        lv_s = torch.cat([s1.logvar, s2.logvar]).detach().float()
+        lv_t = torch.cat([t1.logvar, t2.logvar]).float()
+        out["sigma2_student"] = lv_s.exp().mean()
+        out["sigma2_teacher"] = lv_t.exp().mean()
+        # mean log-variances: where they sit in [logvar_min, logvar_max] (the collapse guard)
+        out["logvar_student"] = lv_s.mean()
+        out["logvar_teacher"] = lv_t.mean()
         out["feats"] = torch.cat([f1, f2]).detach()
-        out["z"] = torch.cat([s1.mu, s2.mu]).detach()
+        out["z"] = torch.cat([e1, e2]).detach()
         return out
 
     @torch.no_grad()

@@ -1,7 +1,9 @@
 """The seaborn figures of `vssl table` (results/figures/*.png, names in vssl.workflow.FIGURES).
 
-- ``accuracy``: top-1 of every probe (linear, kNN per k, online) by method and dataset; bars are
-  means over seeds, error bars one standard deviation over seeds.
+- ``accuracy``: top-1 of every probe (linear, kNN per k, online) by variant (grid entry) and
+  dataset; bars are means over seeds, error bars one standard deviation over seeds. The
+  untrained floor (method ``random``) is drawn as a dashed reference line per dataset rather
+  than as a bar: a trained method is worth its cost only above it.
 - ``training_curves``: every numeric column of each run's history.csv against ``epoch``
   (mean over seeds, band = one standard deviation), one panel per column.
 - ``uncertainty``: VSSL's predicted variance ``v_i = mean_j exp(logvar_ij)`` against the linear
@@ -56,45 +58,79 @@ def _placeholder(path: str | Path, title: str, text: str) -> Path:
     return _save(fig, path)
 
 
+FLOOR_METHOD = "random"  # the untrained backbone: drawn as a reference line, not a bar
+
+
+def _with_variant(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``variant`` column (the method's name where a frame predates variants)."""
+    if "variant" not in frame.columns:
+        frame = frame.assign(variant=frame["method"])
+    return frame
+
+
 def top1_long(per_run: pd.DataFrame) -> pd.DataFrame:
-    """Per-run top-1 accuracies in long form: dataset, method, seed, probe, top1."""
+    """Per-run top-1 accuracies in long form: dataset, method, variant, seed, probe, top1."""
+    per_run = _with_variant(per_run)
     cols = [c for c in per_run.columns if c.endswith("_top1")]
     cols = [c for c in cols if c != ONLINE_KEY] + ([ONLINE_KEY] if ONLINE_KEY in cols else [])
     long = per_run.melt(
-        id_vars=["dataset", "method", "seed"], value_vars=cols, var_name="probe", value_name="top1"
+        id_vars=["dataset", "method", "variant", "seed"],
+        value_vars=cols,
+        var_name="probe",
+        value_name="top1",
     )
     long["probe"] = long["probe"].str.removesuffix("_top1")
     return long.dropna(subset=["top1"])
 
 
+def floor_levels(long: pd.DataFrame) -> pd.DataFrame:
+    """Mean top-1 of the untrained floor per (probe, dataset): the reference lines."""
+    floor = long[long["method"] == FLOOR_METHOD]
+    return floor.groupby(["probe", "dataset"], sort=False, as_index=False)["top1"].mean()
+
+
 def accuracy_figure(per_run: pd.DataFrame, path: str | Path) -> Path:
-    """Bars: mean top-1 over seeds per (probe, method, dataset); error bars: one std."""
+    """Bars: mean top-1 over seeds per (probe, variant, dataset); error bars: one std; the
+    untrained floor as a dashed line per dataset in the dataset's colour."""
     long = top1_long(per_run)
     if long.empty:
         return _placeholder(path, "Top-1 accuracy", "no accuracy was measured")
+    trained = long[long["method"] != FLOOR_METHOD]
+    floor = floor_levels(long) if not trained.empty else long.iloc[0:0]
+    bars = trained if not trained.empty else long
+    datasets = _order(per_run["dataset"])
+    palette = dict(zip(datasets, sns.color_palette(n_colors=len(datasets)), strict=True))
     g = sns.catplot(
-        data=long,
+        data=bars,
         kind="bar",
-        x="method",
+        x="variant",
         y="top1",
         hue="dataset",
         col="probe",
-        order=_order(per_run["method"]),
-        hue_order=_order(per_run["dataset"]),
+        order=_order(bars["variant"]),
+        hue_order=datasets,
         col_order=_order(long["probe"]),
+        palette=palette,
         errorbar="sd",
         capsize=0.15,
         height=3.2,
         aspect=1.0,
     )
+    for probe, ax in g.axes_dict.items():
+        for _, row in floor[floor["probe"] == probe].iterrows():
+            ax.axhline(row["top1"], color=palette[row["dataset"]], ls="--", lw=1.4, zorder=5)
+    if not floor.empty:
+        g.axes.flat[0].plot([], [], color="0.3", ls="--", label="untrained floor")
+        g.axes.flat[0].legend(loc="lower left", fontsize="small")
     g.set_axis_labels("", "top-1 accuracy (%)")
     g.set_titles("{col_name}")
-    g.figure.suptitle("Probe accuracy (mean ± std over seeds)", y=1.03)
+    g.figure.suptitle("Probe accuracy (mean ± std over seeds; dashed: untrained floor)", y=1.03)
     return _save(g.figure, path)
 
 
 def load_histories(runs: Iterable[Run], root: str | Path = ".") -> pd.DataFrame:
-    """Every run's history.csv in long form: dataset, method, seed, epoch, metric, value."""
+    """Every run's history.csv in long form: dataset, method, variant, seed, epoch, metric,
+    value."""
     root = Path(root)
     frames = []
     for r in runs:
@@ -112,10 +148,11 @@ def load_histories(runs: Iterable[Run], root: str | Path = ".") -> pd.DataFrame:
         ]
         long = h.melt(id_vars=["epoch"], value_vars=values, var_name="metric", value_name="value")
         long.insert(0, "seed", r.seed)
+        long.insert(0, "variant", r.variant)
         long.insert(0, "method", r.method)
         long.insert(0, "dataset", r.dataset)
         frames.append(long.dropna(subset=["value"]))
-    cols = ["dataset", "method", "seed", "epoch", "metric", "value"]
+    cols = ["dataset", "method", "variant", "seed", "epoch", "metric", "value"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
@@ -129,7 +166,7 @@ def training_curves_figure(history: pd.DataFrame, path: str | Path) -> Path:
         kind="line",
         x="epoch",
         y="value",
-        hue="method",
+        hue="variant",
         style="dataset",
         col="metric",
         col_order=metrics,
@@ -147,7 +184,8 @@ def training_curves_figure(history: pd.DataFrame, path: str | Path) -> Path:
 
 
 def load_uncertainty(runs: Iterable[Run], root: str | Path = ".") -> pd.DataFrame:
-    """The VSSL runs' uncertainty sidecars: dataset, seed, mean_variance, correct (bool).
+    """The VSSL runs' uncertainty sidecars: dataset, method, variant, seed, mean_variance,
+    correct (bool).
 
     A VSSL run without its sidecar is an error: the probe writes one for every run that has
     Gaussian features.
@@ -169,13 +207,14 @@ def load_uncertainty(runs: Iterable[Run], root: str | Path = ".") -> pd.DataFram
                 {
                     "dataset": r.dataset,
                     "method": r.method,
+                    "variant": r.variant,
                     "seed": r.seed,
                     "mean_variance": u["mean_variance"].astype(float),
                     "correct": u["correct"].astype(bool),
                 }
             )
         )
-    cols = ["dataset", "method", "seed", "mean_variance", "correct"]
+    cols = ["dataset", "method", "variant", "seed", "mean_variance", "correct"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
@@ -186,7 +225,9 @@ def error_by_decile(unc: pd.DataFrame, bins: int = DECILES) -> pd.DataFrame:
     break ties by order, so every bin has n/bins samples even when variances repeat.
     """
     rows = []
-    for (dataset, method, seed), g in unc.groupby(["dataset", "method", "seed"], sort=False):
+    unc = _with_variant(unc)
+    groups = unc.groupby(["dataset", "method", "variant", "seed"], sort=False)
+    for (dataset, method, variant, seed), g in groups:
         ranks = g["mean_variance"].rank(method="first").to_numpy() - 1
         b = np.minimum((ranks * bins / len(g)).astype(int), bins - 1)
         err = (~g["correct"].to_numpy()).astype(float)
@@ -197,6 +238,7 @@ def error_by_decile(unc: pd.DataFrame, bins: int = DECILES) -> pd.DataFrame:
                     {
                         "dataset": dataset,
                         "method": method,
+                        "variant": variant,
                         "seed": seed,
                         "decile": k + 1,
                         "error_rate": 100.0 * err[sel].mean(),
@@ -216,15 +258,20 @@ def uncertainty_figure(
         return _placeholder(
             path, "Predicted variance vs error", "no VSSL run in this grid (nothing to show)"
         )
-    datasets = _order(unc["dataset"])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    unc = _with_variant(unc)
+    # One group per (dataset, variant): "dataset" alone when the grid has one VSSL variant.
+    several = unc["variant"].nunique() > 1
+    unc = unc.assign(group=unc["dataset"] + " / " + unc["variant"] if several else unc["dataset"])
+    groups = _order(unc["group"])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10 + 1.5 * several * len(groups) / 2, 3.8))
     dec = error_by_decile(unc)
+    dec["group"] = dec["dataset"] + " / " + dec["variant"] if several else dec["dataset"]
     sns.lineplot(
         data=dec,
         x="decile",
         y="error_rate",
-        hue="dataset",
-        hue_order=datasets,
+        hue="group",
+        hue_order=groups,
         errorbar="sd",
         marker="o",
         ax=ax1,
@@ -232,6 +279,7 @@ def uncertainty_figure(
     ax1.set_xlabel("predicted-variance decile (low → high)")
     ax1.set_ylabel("linear-probe error rate (%)")
     ax1.set_xticks(range(1, DECILES + 1))
+    ax1.legend(title="", fontsize="small")
     plot = unc.assign(
         log10_variance=np.log10(unc["mean_variance"].clip(lower=1e-30)),
         outcome=np.where(unc["correct"], "correct", "wrong"),
@@ -241,26 +289,29 @@ def uncertainty_figure(
         warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
         sns.boxplot(
             data=plot,
-            x="dataset",
+            x="group",
             y="log10_variance",
             hue="outcome",
-            order=datasets,
+            order=groups,
             hue_order=["correct", "wrong"],
             showfliers=False,
             ax=ax2,
         )
     ax2.set_ylabel("log10 predicted variance")
     ax2.set_xlabel("")
+    if several:
+        ax2.tick_params(axis="x", labelrotation=30)
     title = "VSSL: predicted variance vs linear-probe error"
     if auroc is not None and "uncertainty_error_auroc" in auroc:
-        vssl = auroc[auroc["method"] == "vssl"] if "method" in auroc else auroc
+        runs = _with_variant(auroc)
+        vssl = runs[runs["method"] == "vssl"] if "method" in runs else runs
         parts = []
-        for ds in datasets:
-            a = vssl.loc[vssl["dataset"] == ds, "uncertainty_error_auroc"].dropna()
+        for (ds, variant), g in vssl.groupby(["dataset", "variant"], sort=False):
+            a = g["uncertainty_error_auroc"].dropna()
             if len(a):
-                parts.append(f"{ds}: {a.mean():.3f}")
+                parts.append(f"{ds + ' / ' + variant if several else ds}: {a.mean():.3f}")
         if parts:
-            title += "  (error AUROC " + ", ".join(parts) + ")"
+            title += "\n(error AUROC " + ", ".join(parts) + ")"
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)

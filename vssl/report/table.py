@@ -1,4 +1,4 @@
-"""results/table.csv: one row per (dataset, method), mean and std over seeds of every metric.
+"""results/table.csv: one row per (dataset, variant), mean and std over seeds of every metric.
 
 Inputs per run (paths from :mod:`vssl.workflow`): the probe's flat results JSON, the pretraining
 ``metrics.json`` (for the online probe's top-1 and the epochs trained), ``history.csv`` and, for
@@ -32,7 +32,7 @@ REQUIRED_PROBE_KEYS = ("linear_top1", "linear_top5", "n_train", "n_test", "featu
 # The one training-time metric the table takes from metrics.json: the online linear probe's
 # top-1 (trained alongside pretraining on detached features), under the same name.
 ONLINE_KEY = "online_probe_top1"
-ID_COLUMNS = ("dataset", "method", "seed")
+ID_COLUMNS = ("dataset", "method", "variant", "seed")
 
 
 class ReportError(RuntimeError):
@@ -84,7 +84,8 @@ def _number(v: Any) -> float:
 
 
 def load_runs(runs: list[Run], root: str | Path = ".") -> pd.DataFrame:
-    """One row per run: dataset, method, seed, every probe value, ``online_probe_top1``, ``epochs``.
+    """One row per run: dataset, method, variant, seed, every probe value, ``online_probe_top1``,
+    ``epochs``.
 
     ``epochs`` is what metrics.json reports, except that a run without a single optimiser step
     (``global_step == 0``: the untrained ``random`` floor) trained 0 epochs; NaN if absent.
@@ -98,7 +99,12 @@ def load_runs(runs: list[Run], root: str | Path = ".") -> pd.DataFrame:
         if lacking:
             raise ReportError(f"{r.probe}: missing key(s) {', '.join(lacking)}")
         metrics = _read_json(root / r.metrics)
-        row: dict[str, Any] = {"dataset": r.dataset, "method": r.method, "seed": r.seed}
+        row: dict[str, Any] = {
+            "dataset": r.dataset,
+            "method": r.method,
+            "variant": r.variant,
+            "seed": r.seed,
+        }
         for k, v in probe.items():
             try:
                 row[k] = _number(v)
@@ -122,18 +128,20 @@ def metric_columns(per_run: pd.DataFrame) -> list[str]:
 
 
 def aggregate(per_run: pd.DataFrame, params: Params) -> pd.DataFrame:
-    """Mean and sample std over seeds per (dataset, method), in grid order (module docstring).
+    """Mean and sample std over seeds per (dataset, variant), in grid order (module docstring).
 
-    Columns: profile, dataset, method, backbone, width, epochs, n_seeds, n_train, n_test,
-    feature_dim, then ``<metric>_mean``, ``<metric>_std`` for every metric.
+    Columns: profile, dataset, method, variant, backbone, width, epochs, n_seeds, n_train,
+    n_test, feature_dim, then ``<metric>_mean``, ``<metric>_std`` for every metric. ``variant``
+    is the grid entry (the method's own name for a plain method).
     """
     metrics = metric_columns(per_run)
     rows = []
-    for (dataset, method), g in per_run.groupby(["dataset", "method"], sort=False):
+    for (dataset, variant), g in per_run.groupby(["dataset", "variant"], sort=False):
         row: dict[str, Any] = {
             "profile": params.profile,
             "dataset": dataset,
-            "method": method,
+            "method": g["method"].iloc[0],
+            "variant": variant,
             "backbone": params.backbone.name,
             "width": params.backbone.width,
             # Trained epochs as the runs report them; the configured number when they do not.

@@ -123,7 +123,9 @@ def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None) -
             f"{path}: checkpoint format {ckpt['format_version']}, this code reads {FORMAT_VERSION}"
         )
     for key, want in (expect or {}).items():
-        if ckpt.get(key) != want:
+        # checkpoints written before variants existed name their method only
+        have = ckpt.get(key, ckpt.get("method")) if key == "variant" else ckpt.get(key)
+        if have != want:
             raise CheckpointError(
                 f"{path}: checkpoint is for {key}={ckpt.get(key)!r}, expected {want!r}"
             )

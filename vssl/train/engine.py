@@ -86,11 +86,15 @@ class PretrainJob:
     method: str
     seed: int
     out_dir: Path
+    variant: str = ""  # the grid entry (a variant's name; "" -> the method's)
     epochs: int | None = None
     resume: bool = False
     overwrite: bool = False
     stop_after: int | None = None
     show_progress: bool | None = None  # None: a tqdm bar when stderr is a terminal
+
+    def __post_init__(self) -> None:
+        self.variant = self.variant or self.method
 
 
 @dataclass
@@ -211,7 +215,12 @@ def _validate(job: PretrainJob, state: Any) -> _Plan:
     if job.resume and (out_dir / CHECKPOINT_NAME).exists():
         resume_ckpt = load_checkpoint(
             out_dir / CHECKPOINT_NAME,
-            expect={"method": job.method, "dataset": job.dataset, "seed": job.seed},
+            expect={
+                "method": job.method,
+                "variant": job.variant,
+                "dataset": job.dataset,
+                "seed": job.seed,
+            },
         )
         _check_resumable(resume_ckpt, fingerprint, total_epochs, out_dir)
 
@@ -584,6 +593,7 @@ class _Runner:
         if self.is_main:
             ck = {
                 "method": self.job.method,
+                "variant": self.job.variant,
                 "dataset": self.job.dataset,
                 "seed": self.job.seed,
                 "epoch": epoch,
@@ -783,6 +793,7 @@ class _Runner:
                 stage="pretrain",
                 dataset=job.dataset,
                 method=job.method,
+                variant=job.variant,
                 seed=job.seed,
                 run_id=self.run_id,
             )
@@ -886,6 +897,7 @@ class _Runner:
         last = self.history[-1] if self.history else {}
         m: dict[str, Any] = {
             "method": self.job.method,
+            "variant": self.job.variant,
             "dataset": self.job.dataset,
             "seed": self.job.seed,
             "profile": self.params.profile,

@@ -3,9 +3,9 @@
 
 rule prepare_data:
     output:
-        "data/prepared/{profile}/{dataset}.json",
+        wf.pattern("manifest"),
     log:
-        "logs/{profile}/prepare_data/{dataset}.log",
+        wf.pattern("stage_log", stage="prepare_data", job="{dataset}"),
     params:
         digest=lambda wc: wf.stage_digest(P, "prepare_data", wc.dataset),
     threads: 1

@@ -4,16 +4,16 @@
 
 rule extract_features:
     input:
-        manifest="data/prepared/{profile}/{dataset}.json",
-        checkpoint="runs/{profile}/{dataset}/{method}/seed{seed}/checkpoint.pt",
+        manifest=wf.pattern("manifest"),
+        checkpoint=wf.pattern("checkpoint"),
     output:
-        train="features/{profile}/{dataset}/{method}/seed{seed}/train.npz",
-        test="features/{profile}/{dataset}/{method}/seed{seed}/test.npz",
+        train=wf.pattern("train_features"),
+        test=wf.pattern("test_features"),
     log:
-        "logs/{profile}/extract_features/{dataset}/{method}/seed{seed}.log",
+        wf.pattern("run_log", stage="extract_features"),
     params:
         out=lambda wc, output: os.path.dirname(output.train),
-        digest=lambda wc: wf.stage_digest(P, "extract_features", wc.dataset, wc.method),
+        digest=lambda wc: wf.stage_digest(P, "extract_features", wc.dataset, wc.variant),
     threads: 1
     shell:
         "python -m vssl extract --params params.yaml --profile {wildcards.profile}"
@@ -23,15 +23,15 @@ rule extract_features:
 
 rule probe:
     input:
-        train="features/{profile}/{dataset}/{method}/seed{seed}/train.npz",
-        test="features/{profile}/{dataset}/{method}/seed{seed}/test.npz",
+        train=wf.pattern("train_features"),
+        test=wf.pattern("test_features"),
     output:
-        "results/probes/{profile}/{dataset}/{method}/seed{seed}.json",
+        wf.pattern("probe"),
     log:
-        "logs/{profile}/probe/{dataset}/{method}/seed{seed}.log",
+        wf.pattern("run_log", stage="probe"),
     params:
         features=lambda wc, input: os.path.dirname(input.train),
-        digest=lambda wc: wf.stage_digest(P, "probe", wc.dataset, wc.method),
+        digest=lambda wc: wf.stage_digest(P, "probe", wc.dataset, wc.variant),
     threads: 1
     shell:
         "python -m vssl probe --params params.yaml --profile {wildcards.profile}"

@@ -1,4 +1,4 @@
-# pretrain: self-supervised pretraining of one (dataset, method, seed) through `accelerate launch`.
+# pretrain: self-supervised pretraining of one (dataset, variant, seed) through `accelerate launch`.
 # The `gpus` resource picks the launcher flags (vssl.workflow.launch_args): 0 -> one CPU process,
 # 1 -> one process on the GPU, N -> N DDP processes. On a local GPU machine:
 #   snakemake --cores all --set-resources pretrain:gpus=1 --resources gpus=1
@@ -7,21 +7,21 @@
 
 rule pretrain:
     input:
-        manifest="data/prepared/{profile}/{dataset}.json",
+        manifest=wf.pattern("manifest"),
     output:
-        checkpoint="runs/{profile}/{dataset}/{method}/seed{seed}/checkpoint.pt",
-        metrics="runs/{profile}/{dataset}/{method}/seed{seed}/metrics.json",
-        history="runs/{profile}/{dataset}/{method}/seed{seed}/history.csv",
+        checkpoint=wf.pattern("checkpoint"),
+        metrics=wf.pattern("metrics"),
+        history=wf.pattern("history"),
     log:
-        "logs/{profile}/pretrain/{dataset}/{method}/seed{seed}.log",
+        wf.pattern("run_log", stage="pretrain"),
     params:
         out=lambda wc, output: os.path.dirname(output.checkpoint),
         launch=lambda wc, resources: wf.launch_args(resources.gpus, resources.get("gres")),
-        digest=lambda wc: wf.stage_digest(P, "pretrain", wc.dataset, wc.method),
+        digest=lambda wc: wf.stage_digest(P, "pretrain", wc.dataset, wc.variant),
     threads: 1
     resources:
         gpus=0,
     shell:
         "accelerate launch {params.launch} -m vssl pretrain --params params.yaml"
-        " --profile {wildcards.profile} --dataset {wildcards.dataset} --method {wildcards.method}"
+        " --profile {wildcards.profile} --dataset {wildcards.dataset} --method {wildcards.variant}"
         " --seed {wildcards.seed} --out {params.out} > {log} 2>&1"

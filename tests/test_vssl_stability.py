@@ -1,0 +1,136 @@
+"""VSSL must train stably with its defaults: the regression test for the collapse of issue 10.
+
+The default VSSL configuration (the paper's heads, LARS at base lr 1.0, gradient clipping 1.0),
+trained on cifar10-mini at CPU scale for a few hundred steps, must keep
+
+* the KL bounded: no epoch's KL above ``KL_GROWTH`` times the first epoch's,
+* the embedding spread healthy: at least ``SPREAD_FRACTION`` of BYOL's under the same steps,
+* the variances inside their range: the mean log-variances of student and teacher at least
+  ``LOGVAR_MARGIN`` nats from either bound.
+
+The same checks on the 2025 reading (variant ``vssl_2025``) must fail: that is what makes this
+test able to catch the collapse (measured here: its embedding spread falls to ~0.03 while
+BYOL's stays ~0.7, and its KL grows several-fold).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from vssl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
+# The `paper` profile's model and optimiser at CPU scale: width-8 ResNet-18 with the paper's
+# 4096/256/4096 heads, LARS base lr 1.0; batch 128 on 2,048 cifar10-mini images (16 steps per
+# epoch), 20 epochs = 320 steps with a one-epoch warm-up.
+SCALE = [
+    "backbone.width=8",
+    "data.train_subset=2048",
+    "data.test_subset=256",
+    "data.num_workers=0",
+    "pretrain.batch_size=128",
+    "pretrain.warmup_epochs=1",
+    "pretrain.checkpoint_every=100",
+    "pretrain.knn_every=0",
+]
+EPOCHS = 20
+KL_GROWTH = 3.0
+SPREAD_FRACTION = 0.5
+LOGVAR_MARGIN = 0.5
+
+
+def _history(out: Path, method: str) -> list[dict[str, float]]:
+    args = ["pretrain", "--params", str(PARAMS), "--profile", "paper", "--dataset"]
+    args += ["cifar10_mini", "--method", method, "--seed", "0", "--out", str(out)]
+    args += ["--epochs", str(EPOCHS), "--no-progress"]
+    for s in SCALE:
+        args += ["--set", s]
+    assert main(args) == 0
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in rows]
+
+
+def stability_failures(
+    vssl: list[dict[str, float]], byol: list[dict[str, float]], lv_min: float, lv_max: float
+) -> list[str]:
+    """Every violated condition (module docstring), as readable lines; [] when stable."""
+    out = []
+    kl = [r["kl"] for r in vssl]
+    if not all(math.isfinite(k) for k in kl):
+        out.append(f"non-finite KL: {kl}")
+    elif max(kl) > KL_GROWTH * kl[0]:
+        out.append(f"KL grew {max(kl) / kl[0]:.1f}x from epoch 1 ({kl[0]:.3g} -> {max(kl):.3g})")
+    # the spread of the last quarter of training against BYOL's over the same epochs
+    tail = slice(-max(1, len(vssl) // 4), None)
+    ours = min(r["z_spread"] for r in vssl[tail])
+    ref = min(r["z_spread"] for r in byol[tail])
+    if ours < SPREAD_FRACTION * ref:
+        out.append(f"embedding spread {ours:.3f} < {SPREAD_FRACTION} x BYOL's {ref:.3f}")
+    for who in ("logvar_student", "logvar_teacher"):
+        lv = [r[who] for r in vssl]
+        if min(lv) < lv_min + LOGVAR_MARGIN or max(lv) > lv_max - LOGVAR_MARGIN:
+            out.append(f"{who} reached [{min(lv):.2f}, {max(lv):.2f}] of [{lv_min}, {lv_max}]")
+    return out
+
+
+@pytest.fixture(scope="module")
+def histories(tmp_path_factory, data_root, pristine_mlflow_store):
+    import os
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("stability")
+    db = tmp / "mlflow.db"
+    shutil.copy(pristine_mlflow_store, db)
+    env = {"VSSL_DATA_ROOT": str(data_root), "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return {m: _history(tmp / m, m) for m in ("byol", "vssl", "vssl_2025")}
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_stability_checks_flag_each_failure():
+    # The checks themselves, on made-up histories: each condition can fail on its own.
+    ok = [{"kl": 1.0, "z_spread": 0.8, "logvar_student": -2.0, "logvar_teacher": -2.0}] * 4
+    byol = [{"z_spread": 0.7}] * 4
+    assert stability_failures(ok, byol, -8, 4) == []
+    exploding = [dict(r, kl=1.0 + 3 * i) for i, r in enumerate(ok)]
+    assert "KL grew" in stability_failures(exploding, byol, -8, 4)[0]
+    collapsed = [dict(r, z_spread=0.03) for r in ok]
+    assert "embedding spread" in stability_failures(collapsed, byol, -8, 4)[0]
+    pinned = [dict(r, logvar_teacher=3.8) for r in ok]
+    assert "logvar_teacher" in stability_failures(pinned, byol, -8, 4)[0]
+
+
+@pytest.mark.slow
+def test_default_vssl_trains_stably_at_the_paper_lr(histories):
+    from vssl.config import load_params
+
+    cfg = load_params(PARAMS, profile="paper").methods.vssl
+    failures = stability_failures(
+        histories["vssl"], histories["byol"], cfg.logvar_min, cfg.logvar_max
+    )
+    assert failures == [], failures
+
+
+@pytest.mark.slow
+def test_the_2025_reading_fails_the_same_checks(histories):
+    # The checks must be able to catch the collapse: the objective before the fix fails them.
+    from vssl.config import load_params
+
+    cfg = load_params(PARAMS, profile="paper", entry="vssl_2025").methods.vssl
+    failures = stability_failures(
+        histories["vssl_2025"], histories["byol"], cfg.logvar_min, cfg.logvar_max
+    )
+    assert any("embedding spread" in f or "KL grew" in f for f in failures), failures

@@ -35,8 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 def build_config(method: str, width: int, args: argparse.Namespace, accelerator, spec) -> dict:
     from vssl.config import load_params
-    from vssl.train.checkpoint import build_method
-    from vssl.train.engine import TrainModule, _data_spec_dict, online_probe
+    from vssl.train.assembly import TrainModule, build_method, data_spec_dict, online_probe
     from vssl.train.optim import build_optimizer, build_scheduler, scaled_lr
 
     params = load_params(
@@ -45,7 +44,7 @@ def build_config(method: str, width: int, args: argparse.Namespace, accelerator,
         overrides=[f"backbone.width={width}", f"pretrain.batch_size={args.batch}"],
     )
     torch.manual_seed(0)
-    m, feature_dim = build_method(method, params, _data_spec_dict(spec))
+    m, feature_dim = build_method(method, params, data_spec_dict(spec))
     module = TrainModule(m, online_probe(feature_dim, spec.num_classes))
     oc = params.optimizer_cfg(method)
     opt = build_optimizer(

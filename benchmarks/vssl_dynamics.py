@@ -55,7 +55,7 @@ def run_config(args: argparse.Namespace, name: str, entry: str, sets: list[str])
     from vssl.config import load_params
     from vssl.data import get_spec, load_tensors
     from vssl.eval.uncertainty import auroc
-    from vssl.train.checkpoint import build_method
+    from vssl.train.assembly import build_method
     from vssl.train.loader import STEP, batched_epoch, epoch_micro_batches, mix_seed
     from vssl.train.monitor import embedding_spread, knn_top1
     from vssl.train.optim import build_optimizer, build_scheduler, scaled_lr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -146,7 +147,8 @@ def test_environment_overrides_data_root_and_tracking(monkeypatch: pytest.Monkey
     monkeypatch.delenv("VSSL_DATA_ROOT", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert p.data_root_path() == Path("../shared/data")
-    assert p.tracking_uri() == "sqlite:///mlflow.db"
+    # params.yaml's relative SQLite path is relative to the params file, not the working dir.
+    assert p.tracking_uri() == f"sqlite:///{ROOT / 'mlflow.db'}"
     monkeypatch.setenv("VSSL_DATA_ROOT", "/elsewhere")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
     assert p.data_root_path() == Path("/elsewhere")
@@ -187,3 +189,97 @@ def test_validate_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert "dvc exp run -S profile=paper" in capsys.readouterr().err
     assert main(["validate", "--params", str(PARAMS), "--set", "pretrain.epoch=1"]) == 2
     assert "did you mean 'epochs'" in capsys.readouterr().err
+
+
+def _int_fields(model: type, tree: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted path, kind) of every numeric (int or float) field of the schema: kind is "int",
+    "list" or "dict" (a container of numbers). Models inside dicts are visited through ``tree``'s keys."""
+    import typing
+
+    from pydantic import BaseModel
+
+    def mentions_int(ann: object) -> bool:
+        if ann is int or ann is float:
+            return True
+        return any(mentions_int(a) for a in typing.get_args(ann) if a is not bool)
+
+    found: list[tuple[str, str]] = []
+    for name, f in model.model_fields.items():
+        ann, path = f.annotation, f"{prefix}{name}"
+        origin, args = typing.get_origin(ann), typing.get_args(ann)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            found += _int_fields(ann, tree.get(name) or {}, path + ".")
+        elif origin is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            for key in tree.get(name) or {}:
+                found += _int_fields(args[1], tree[name][key], f"{path}.{key}.")
+        elif origin is dict and mentions_int(args[1]):
+            found.append((path, "dict"))
+        elif origin is list and mentions_int(args[0]):
+            found.append((path, "list"))
+        elif mentions_int(ann):
+            found.append((path, "int"))
+    return found
+
+
+def test_numeric_fields_reject_booleans() -> None:
+    """pydantic's lax mode reads `true` as 1: `pretrain.epochs: true` trained one epoch and
+    `pretrain.base_lr: true` gave lr 1.0."""
+    from vssl.config import Params
+
+    tree = load_params(PARAMS, profile="smoke").to_dict()
+    fields = _int_fields(Params, tree)
+    paths = {p for p, _ in fields}
+    assert {"grid.seeds", "pretrain.epochs", "pretrain.batch_size", "extract.batch_size"} <= paths
+    assert {"pretrain.epochs_by_dataset", "probe.knn.k", "datasets.cifar10_mini.test_size"} <= paths
+    assert {"pretrain.base_lr", "methods.vssl.beta", "probe.linear.weight_decays"} <= paths
+    raw = load_raw(PARAMS)
+
+    def in_file(path: str) -> bool:  # overrides may only set keys the file (or a profile) has
+        node: object = raw
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    for path, kind in fields:
+        if not in_file(path):
+            continue
+        value = {"int": "true", "list": "[1, true]", "dict": "{cifar10: true}"}[kind]
+        with pytest.raises(ConfigError, match=rf"{re.escape(path)}.*boolean"):
+            load_params(PARAMS, profile="smoke", overrides=[f"{path}={value}"])
+    # The same in the file itself, and integers (and false for bool fields) still pass.
+    with pytest.raises(ConfigError, match=r"pretrain.epochs: .*not a boolean"):
+        load_params(PARAMS, profile="smoke", overrides=["pretrain.epochs=false"])
+    p = load_params(PARAMS, profile="smoke", overrides=["pretrain.epochs=3", "grid.seeds=[0, 4]"])
+    assert p.pretrain.epochs == 3 and p.grid.seeds == [0, 4]
+    assert load_params(PARAMS, overrides=["methods.vssl.sample=false"]).methods.vssl.sample is False
+
+
+def test_relative_sqlite_uri_resolves_against_the_params_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text(PARAMS.read_text())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    p = load_params("../repo/params.yaml", profile="smoke")
+    assert p.tracking_uri() == f"sqlite:///{repo / 'mlflow.db'}"
+    sub = load_params(
+        repo / "params.yaml", profile="smoke", overrides=["mlflow.tracking_uri=sqlite:///t/m.db"]
+    )
+    assert sub.tracking_uri() == f"sqlite:///{repo / 't' / 'm.db'}"
+    # Variant params and copies keep the params file's folder.
+    assert p.for_entry("vssl_nokl").tracking_uri() == p.tracking_uri()
+    assert load_params(repo / "params.yaml", entry="vssl_nokl").tracking_uri() == p.tracking_uri()
+    # Absolute paths, other schemes and the environment are taken as given.
+    for uri in ("sqlite:////abs/x.db", "http://mlflow:5000", "file:./mlruns"):
+        q = load_params(repo / "params.yaml", overrides=[f"mlflow.tracking_uri={uri}"])
+        assert q.tracking_uri() == uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///relative.db")
+    assert p.tracking_uri() == "sqlite:///relative.db"
+    # The resolved config (logged to MLflow, stored in checkpoints) keeps the file's value.
+    assert p.to_dict()["mlflow"]["tracking_uri"] == "sqlite:///mlflow.db"

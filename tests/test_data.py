@@ -188,3 +188,72 @@ def test_prepare_cli(tmp_path, data_root, monkeypatch, capsys):
     bad = tmp_path / "bad.json"
     assert main([*args, "imagenet", "--out", str(bad)]) == 2
     assert "unknown dataset 'imagenet'" in capsys.readouterr().err and not bad.exists()
+
+
+@pytest.mark.parametrize("which", ["out_is_folder", "parent_is_file", "not_writable"])
+def test_prepare_bad_output_paths_exit_2_before_any_work(
+    tmp_path, data_root, monkeypatch, capsys, which
+):
+    from test_io import deny_writes
+
+    import vssl.data
+
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(data_root))
+    out = tmp_path / "prepared" / "fashion_mnist.json"
+    if which == "out_is_folder":
+        out.mkdir(parents=True)
+    elif which == "parent_is_file":
+        out.parent.write_text("a file")
+    else:
+        out.parent.mkdir()
+        deny_writes(monkeypatch, out.parent)
+
+    def no_work(*a, **k):
+        raise AssertionError("dataset prepared before the output path was checked")
+
+    monkeypatch.setattr(vssl.data, "prepare", no_work)
+    args = ["prepare", "--params", str(PARAMS), "--profile", "smoke", "--dataset"]
+    assert main([*args, "fashion_mnist", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vssl prepare: error: ") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("dataset", ["fashion_mnist", "cifar10"])
+def test_prepare_offline_leaves_nothing_behind(tmp_path, monkeypatch, capsys, dataset):
+    """A download that cannot happen must not leave empty (or partial) folders in the data root."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("network unreachable (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    root = tmp_path / "data_root"
+    root.mkdir()
+    (root / "keep.txt").write_text("someone else's file")
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(root))
+    out = tmp_path / "prepared" / f"{dataset}.json"
+    args = ["prepare", "--params", str(PARAMS), "--profile", "smoke", "--dataset", dataset]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "could not be downloaded" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in root.iterdir()) == ["keep.txt"]
+    assert not out.exists()
+
+
+def test_prepare_offline_keeps_folders_that_existed(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("network unreachable (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    (tmp_path / "FashionMNIST" / "processed").mkdir(parents=True)
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
+    with pytest.raises(DataError, match="could not be downloaded"):
+        prepare("fashion_mnist", load_params(PARAMS, profile="smoke"))
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == [
+        "FashionMNIST",
+        "FashionMNIST/processed",
+    ]

@@ -19,7 +19,8 @@ DATASET = "cifar10_mini"
 def make_checkpoint(path: Path, params, method: str, mlflow_run_id: str | None = None) -> Path:
     """A checkpoint in the documented format around a freshly initialised method (epoch 0)."""
     from vssl.data import get_spec
-    from vssl.train.checkpoint import build_method, save_checkpoint
+    from vssl.train.assembly import build_method
+    from vssl.train.checkpoint import save_checkpoint
 
     spec = get_spec(DATASET, params)
     data_spec = {
@@ -287,3 +288,74 @@ def test_real_pretraining_features_probe_like_sklearn(
     for stage in ("extract", "probe"):
         (child,) = client.search_runs([exp], f"tags.stage = '{stage}'")
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+
+
+def _all_runs(uri: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_nonfinite_weights_fail_before_data_and_mlflow(
+    tmp_path: Path, params, ckpts, mlflow_uri: str, monkeypatch, capsys
+) -> None:
+    import vssl.data
+    from vssl.cli import main
+    from vssl.config import ConfigError
+    from vssl.train.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(ckpts["byol"])
+    name = next(k for k, v in ckpt["model"].items() if v.is_floating_point() and v.numel() > 1)
+    ckpt["model"][name][0] = float("nan")
+    inf = next(k for k, v in ckpt["model"].items() if k.endswith("running_var"))
+    ckpt["model"][inf][-1] = float("inf")
+    bad = tmp_path / "run" / "checkpoint.pt"
+    save_checkpoint(bad, ckpt)
+
+    def no_data(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("data loaded before the weights were checked")
+
+    monkeypatch.setattr(vssl.data, "build_dataset", no_data)
+    with pytest.raises(ConfigError, match="non-finite") as e:
+        plan_extraction(load_checkpoint(bad), DATASET, params, checkpoint_path=bad)
+    assert name in str(e.value) and "2 tensor(s)" in str(e.value)
+
+    feats = tmp_path / "feats"
+    argv = ["extract", "--checkpoint", str(bad), "--dataset", DATASET, "--out", str(feats)]
+    assert main([*argv, *cli_base(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vssl extract: error: ") and err.count("\n") == 1, err
+    assert "NaN/inf" in err and name in err
+    assert not feats.exists()
+    assert _all_runs(mlflow_uri) == []
+
+
+@pytest.mark.parametrize("which", ["out_is_file", "parent_is_file", "not_writable"])
+def test_extract_bad_output_paths_exit_2_before_any_work(
+    tmp_path: Path, mlflow_uri: str, monkeypatch, capsys, which: str
+) -> None:
+    from test_io import deny_writes
+
+    import vssl.train.checkpoint
+    from vssl.cli import main
+
+    feats = tmp_path / "features" / "seed0"
+    if which == "out_is_file":
+        feats.parent.mkdir()
+        feats.write_text("a file")
+    elif which == "parent_is_file":
+        feats.parent.write_text("a file")
+    else:
+        feats.parent.mkdir()
+        deny_writes(monkeypatch, feats.parent)
+
+    def no_loading(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("checkpoint loaded before the output path was checked")
+
+    monkeypatch.setattr(vssl.train.checkpoint, "load_checkpoint", no_loading)
+    argv = ["extract", "--checkpoint", str(tmp_path / "c.pt"), "--dataset", DATASET]
+    assert main([*argv, "--out", str(feats), *cli_base(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vssl extract: error: ") and err.count("\n") == 1, err
+    assert _all_runs(mlflow_uri) == []

@@ -214,16 +214,16 @@ def test_vssl_head_input_projector_shares_the_teachers_input_space():
     m = make("vssl", sample=False)
     x1, _ = views()
     m.eval()
-    feats, q, emb = m._student(x1)
-    t = m._teacher(x1)
+    feats, q, emb = m.encode_student(x1)
+    t = m.encode_teacher(x1)
     torch.testing.assert_close(q.logvar, t.logvar)
     torch.testing.assert_close(emb, t.mu)
     torch.testing.assert_close(q.mu, m.predictor(emb))
     old = make("vssl", sample=False, head_input="predictor")
     old.eval()
-    _, q_old, emb_old = old._student(x1)
+    _, q_old, emb_old = old.encode_student(x1)
     assert torch.equal(emb_old, q_old.mu)
-    assert not torch.allclose(q_old.logvar, old._teacher(x1).logvar)
+    assert not torch.allclose(q_old.logvar, old.encode_teacher(x1).logvar)
 
 
 def test_vssl_switches_build_the_documented_modules():

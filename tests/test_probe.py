@@ -458,3 +458,76 @@ def test_cli_probe_standalone_and_errors(tmp_path: Path, mlflow_uri: str, capsys
     assert main(["probe", "--features", str(feats), "--out", str(out2), "--no-mlflow", *base]) == 2
     assert "mismatched lengths" in capsys.readouterr().err
     assert not out2.exists()
+
+
+def _all_runs(uri: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_write_report_writes_the_sidecar_for_every_run(tmp_path: Path) -> None:
+    """Non-VSSL runs get the sidecar too (empty mean_variance): a declared output of the stage."""
+    import pandas as pd
+
+    x, y = one_hot_plus_noise(300, seed=0)
+    xt, yt = one_hot_plus_noise(100, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # k=200 is clamped on this tiny set
+        report = run_probes(FeatureSet(x, y), FeatureSet(xt, yt), small_cfg(), seed=0)
+    out = tmp_path / "seed0.json"
+    assert write_report(report, out) == [out, sidecar_path(out)]
+    side = pd.read_csv(sidecar_path(out))
+    assert list(side.columns) == ["index", "label", "prediction", "correct", "mean_variance"]
+    assert len(side) == 100 and side["mean_variance"].isna().all()
+    np.testing.assert_array_equal(side["label"], yt)
+    np.testing.assert_array_equal(side["correct"].astype(bool), report.correct)
+
+
+def test_cli_probe_labels_beyond_num_classes_fail_before_mlflow(
+    tmp_path: Path, mlflow_uri: str, capsys
+) -> None:
+    from vssl.cli import main
+
+    feats = tmp_path / "f"
+    write_feature_dir(feats, {"dataset": "toy", "method": "vssl", "seed": 0, "num_classes": 5})
+    out = tmp_path / "r.json"
+    argv = ["probe", "--features", str(feats), "--out", str(out)]
+    argv += ["--params", str(ROOT / "params.yaml"), "--profile", "smoke"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vssl probe: error: ") and err.count("\n") == 1, err
+    assert "labels reach 9 but meta declares num_classes=5" in err
+    assert not out.exists() and not sidecar_path(out).exists()
+    assert _all_runs(mlflow_uri) == []  # no FAILED run left in the store
+
+
+@pytest.mark.parametrize("which", ["out_is_folder", "parent_is_file", "not_writable"])
+def test_cli_probe_bad_output_paths_exit_2_before_any_work(
+    tmp_path: Path, mlflow_uri: str, monkeypatch, capsys, which: str
+) -> None:
+    from test_io import deny_writes
+
+    from vssl.cli import main
+    from vssl.eval import features
+
+    out = tmp_path / "results" / "seed0.json"
+    if which == "out_is_folder":
+        out.mkdir(parents=True)
+    elif which == "parent_is_file":
+        out.parent.write_text("a file")
+    else:
+        out.parent.mkdir()
+        deny_writes(monkeypatch, out.parent)
+
+    def no_loading(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("features loaded before the output path was checked")
+
+    monkeypatch.setattr(features, "load_feature_dir", no_loading)
+    argv = ["probe", "--features", str(tmp_path / "f"), "--out", str(out)]
+    argv += ["--params", str(ROOT / "params.yaml"), "--profile", "smoke"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vssl probe: error: ") and err.count("\n") == 1, err
+    assert _all_runs(mlflow_uri) == []

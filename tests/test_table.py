@@ -74,7 +74,8 @@ def write_fake_results(params, root: Path, with_sidecar: bool = True) -> None:
                 f"1,{2.0 - 0.1 * r.seed},{20 + r.seed},0.1,900\n"
                 f"2,{1.5 - 0.1 * r.seed},{30 + r.seed},0.05,950\n"
             )
-        if r.method == "vssl" and with_sidecar:
+        if with_sidecar:
+            # `vssl probe` writes the sidecar for every run; only VSSL has variances.
             n = 200
             variance = rng.lognormal(size=n)
             correct = variance < np.quantile(variance, 0.7)  # the top 30 % variances are wrong
@@ -84,7 +85,7 @@ def write_fake_results(params, root: Path, with_sidecar: bool = True) -> None:
                     "label": rng.integers(0, 10, n),
                     "prediction": rng.integers(0, 10, n),
                     "correct": correct.astype(int),
-                    "mean_variance": variance,
+                    "mean_variance": variance if r.method == "vssl" else np.nan,
                 }
             )
             side.to_csv(root / r.uncertainty, index=False)
@@ -234,3 +235,118 @@ def test_cli_fails_fast_on_missing_inputs(tmp_path: Path, capsys: pytest.Capture
     assert rc == 1
     err = capsys.readouterr().err
     assert "missing" in err and "results/probes/quick/cifar10_mini/vssl/seed0.json" in err
+
+
+def _cli_args(tmp_path: Path) -> tuple[list[str], Path, Path]:
+    out, figs = tmp_path / "results" / "table.csv", tmp_path / "results" / "figures"
+    args = ["table", "--params", str(ROOT / "params.yaml"), "--profile", "smoke"]
+    args += [a for o in GRID for a in ("--set", o)]
+    args += ["--root", str(tmp_path), "--out", str(out), "--figures", str(figs)]
+    return args, out, figs
+
+
+def _mlflow_runs(uri: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_check_inputs_covers_the_sidecar_of_every_run(tmp_path: Path) -> None:
+    params = _params()
+    write_fake_results(params, tmp_path)
+    runs = grid_runs(params)
+    byol = next(r for r in runs if r.method == "byol")
+    (tmp_path / byol.uncertainty).unlink()
+    with pytest.raises(ReportError, match="1 input file") as e:
+        check_inputs(runs, tmp_path)
+    assert byol.uncertainty in str(e.value)
+
+
+def test_load_uncertainty_skips_rows_without_variance(tmp_path: Path) -> None:
+    from vssl.report.figures import load_uncertainty
+
+    params = _params()
+    write_fake_results(params, tmp_path)
+    unc = load_uncertainty(grid_runs(params), tmp_path)
+    assert set(unc["method"]) == {"vssl"}  # byol's and random's sidecars have no variance
+    assert len(unc) == 2 * 3 * 200 and unc["mean_variance"].notna().all()
+
+
+def test_cli_missing_sidecar_writes_nothing(
+    tmp_path: Path, mlflow_uri: str, capsys: pytest.CaptureFixture
+) -> None:
+    from vssl.cli import main
+
+    params = _params()
+    write_fake_results(params, tmp_path)
+    gone = next(r for r in grid_runs(params) if r.method == "random")
+    (tmp_path / gone.uncertainty).unlink()
+    args, out, figs = _cli_args(tmp_path)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert gone.uncertainty in err
+    assert not out.exists() and not figs.exists()
+    assert _mlflow_runs(mlflow_uri) == []  # checked before the MLflow run starts
+
+
+def test_cli_malformed_input_writes_no_partial_outputs(
+    tmp_path: Path, mlflow_uri: str, capsys: pytest.CaptureFixture
+) -> None:
+    """A bad sidecar (read last, for the figures) used to leave table.csv without figures."""
+    from vssl.cli import main
+
+    params = _params()
+    write_fake_results(params, tmp_path)
+    bad = next(r for r in grid_runs(params) if r.method == "vssl")
+    (tmp_path / bad.uncertainty).write_text("index,label\n0,1\n")
+    args, out, figs = _cli_args(tmp_path)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{bad.uncertainty}: missing column(s) correct, mean_variance" in err
+    assert not out.exists() and not figs.exists()
+    assert not list((tmp_path / "results").glob(".*"))  # no staging files left behind
+    assert _mlflow_runs(mlflow_uri) == []
+
+
+def test_cli_failure_while_rendering_writes_nothing(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The last figure failing leaves neither the table nor the first figures behind."""
+    from vssl.cli import main
+    from vssl.report import figures
+
+    params = _params()
+    write_fake_results(params, tmp_path)
+
+    def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ReportError("uncertainty figure: boom")
+
+    monkeypatch.setattr(figures, "uncertainty_figure", boom)
+    args, out, figs = _cli_args(tmp_path)
+    assert main(args) == 1
+    assert "boom" in capsys.readouterr().err
+    assert not out.exists() and not figs.exists()
+    assert not list((tmp_path / "results").rglob("*.png"))
+    assert not list((tmp_path / "results").glob(".*"))
+    (run,) = _mlflow_runs(mlflow_uri)
+    assert run.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("which", ["out_is_folder", "figures_is_file", "parent_is_file"])
+def test_cli_bad_output_paths_exit_2_before_reading(
+    tmp_path: Path, which: str, capsys: pytest.CaptureFixture
+) -> None:
+    from vssl.cli import main
+
+    args, out, figs = _cli_args(tmp_path)  # no inputs at all: the outputs are checked first
+    if which == "out_is_folder":
+        out.mkdir(parents=True)
+    elif which == "figures_is_file":
+        figs.parent.mkdir(parents=True)
+        figs.write_text("not a folder")
+    else:
+        (tmp_path / "results").write_text("not a folder")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vssl table: error: ") and err.count("\n") == 1, err

@@ -114,6 +114,33 @@ def test_retry_only_on_lock(monkeypatch):
     assert len(calls) == 1
 
 
+def test_relative_sqlite_store_lands_beside_the_params_file(
+    pristine_mlflow_store, tmp_path, monkeypatch
+):
+    """`sqlite:///mlflow.db` in params.yaml is the repository's store, wherever a job runs."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir()
+    elsewhere.mkdir()
+    (repo / "params.yaml").write_text(PARAMS.read_text())
+    shutil.copy(pristine_mlflow_store, repo / "mlflow.db")  # the schema, created once
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
+    monkeypatch.chdir(elsewhere)
+    p = load_params("../repo/params.yaml", profile="smoke")
+    assert p.mlflow.tracking_uri == "sqlite:///mlflow.db"
+    with tracking.start_run(p, stage="probe", dataset="d", method="byol", seed=0) as run:
+        run_id = run.info.run_id
+    assert list(elsewhere.iterdir()) == []  # nothing in the working directory
+    c = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    run = c.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith((repo / "mlartifacts").as_uri())
+
+
 _WRITER = textwrap.dedent(
     """
     import sys

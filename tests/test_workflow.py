@@ -51,6 +51,18 @@ def test_grid_runs_and_paths_follow_the_documented_layout() -> None:
     assert str(sidecar_path(r.probe)) == r.uncertainty
 
 
+@pytest.mark.parametrize("profile", ["smoke", "quick"])
+def test_probe_sidecar_is_a_planned_output_of_every_run(profile: str) -> None:
+    """`vssl probe` writes the sidecar for every run, so DVC caches, pushes and pulls it and
+    `vssl table` finds it in a fresh clone."""
+    params = load_params(ROOT / "params.yaml", profile=profile)
+    runs = wf.grid_runs(params)
+    assert any(r.method != "vssl" for r in runs)
+    assert wf.planned_outputs(params)["probe"] == {
+        p for r in runs for p in (r.probe, r.uncertainty)
+    }
+
+
 @pytest.mark.parametrize(
     ("gpus", "gres", "expected"),
     [
@@ -388,19 +400,20 @@ def test_dvc_remote_and_ignore_are_shipped() -> None:
 # --------------------------------------------------------------------------- end to end
 
 
-def _copy_repo(dst: Path) -> None:
-    """The files a fresh clone has: tracked and untracked-but-not-ignored ones."""
+def _copy_repo(dst: Path, src: Path = ROOT) -> None:
+    """The files a fresh clone of ``src`` has: tracked and untracked-but-not-ignored ones (what
+    committing everything git does not ignore would hold)."""
     files = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
+        cwd=src,
         capture_output=True,
         check=True,
     ).stdout.split(b"\0")
     for f in filter(None, files):
-        src = ROOT / f.decode()
-        if src.is_file():
+        path = src / f.decode()
+        if path.is_file():
             (dst / f.decode()).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / f.decode())
+            shutil.copy2(path, dst / f.decode())
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> str:
@@ -523,7 +536,10 @@ def test_end_to_end_smoke_snakemake_and_dvc(tmp_path: Path, data_root: Path) -> 
         f"{s}@{k}" for s in ("pretrain", "extract_features", "probe") for k in (r.key for r in runs)
     } | {f"prepare_data@{d}" for d in params.grid.datasets}
     outs = {o["path"] for st in lock.values() for o in st.get("outs", [])}
-    assert outs == set().union(*wf.planned_outputs(params).values())
+    # Every planned output, and the validate stage's resolved inputs (uncached, not planned).
+    assert outs == set().union(*wf.planned_outputs(params).values()) | {
+        f"resolved/{params.profile}"
+    }
     assert all(o.get("md5") for st in lock.values() for o in st.get("outs", []))
     status = _run([sys.executable, "-m", "dvc", "status"], repo, env)
     assert "up to date" in status.lower()
@@ -538,3 +554,35 @@ def test_end_to_end_smoke_snakemake_and_dvc(tmp_path: Path, data_root: Path) -> 
     (repo / runs[0].checkpoint).unlink()
     _run([sys.executable, "-m", "dvc", "pull"], repo, env)
     assert (repo / wf.TABLE).read_bytes() == table and (repo / runs[0].checkpoint).is_file()
+
+    # The round trip: a fresh clone (what git holds, .dvc/config and dvc.lock included; no
+    # cache, no outputs) beside the repository, so ../vssl-dvc-remote is the same remote.
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    _copy_repo(clone, src=repo)
+    assert (clone / ".dvc" / "config").is_file() and (clone / "dvc.lock").is_file()
+    assert not (clone / ".dvc" / "cache").exists()
+    assert not any((clone / d).exists() for d in ("data", "runs", "features", "results"))
+    subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
+    env["PYTHONPATH"] = str(clone)
+    _run([sys.executable, "-m", "dvc", "pull"], clone, env)
+    planned = set().union(*wf.planned_outputs(params).values())
+    assert all((clone / p).is_file() for p in planned), sorted(
+        p for p in planned if not (clone / p).is_file()
+    )
+    for r in runs:  # every probe's sidecar came back (a VSSL run's has variances)
+        assert (clone / r.uncertainty).read_bytes() == (repo / r.uncertainty).read_bytes()
+    # `resolved/` (what each stage reads) is the validate stage's uncached output and is not in
+    # git: a clone regenerates it, identical to the lock's hash, with the validate stage itself.
+    status = _run([sys.executable, "-m", "dvc", "status"], clone, env)
+    changed = re.findall(r"(?m)^\s+(?:deleted|modified|new|not in cache):\s+(\S+)$", status)
+    assert all(p.startswith(f"resolved/{params.profile}") for p in changed), status
+    repro = _run([sys.executable, "-m", "dvc", "repro"], clone, env)
+    ran = re.findall(r"Running stage '([^']+)'", repro)
+    assert set(ran) <= {"validate"}, repro
+    assert "Stage 'table' didn't change, skipping" in repro
+    status = _run([sys.executable, "-m", "dvc", "status"], clone, env)
+    assert "up to date" in status.lower(), status
+    repro = _run([sys.executable, "-m", "dvc", "repro"], clone, env)
+    assert "Running stage" not in repro, repro
+    assert (clone / wf.TABLE).read_bytes() == table

@@ -12,10 +12,18 @@ import copy
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 KNOWN_METHODS = ("vssl", "byol", "mocov3", "simclr", "barlow_twins", "random")
 BUILTIN_DATASETS = ("cifar10", "cifar100", "stl10", "fashion_mnist", "imagenet100")
@@ -23,6 +31,20 @@ BUILTIN_DATASETS = ("cifar10", "cifar100", "stl10", "fashion_mnist", "imagenet10
 
 class ConfigError(ValueError):
     """A bad params.yaml, profile or override, with a message that names the key."""
+
+
+def _not_bool(v: Any) -> Any:
+    # pydantic's lax mode reads a YAML `true` as the integer 1 (`pretrain.epochs: true` would
+    # train one epoch); a numeric setting must be written as a number.
+    if isinstance(v, bool):
+        raise ValueError(f"must be a number, not a boolean ({str(v).lower()})")
+    return v
+
+
+# Every numeric field of the schema: an int or float that rejects booleans
+# (tests/test_config.py walks the schema and checks that each numeric field does).
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
 class _Strict(BaseModel):
@@ -33,7 +55,7 @@ class GridCfg(_Strict):
     datasets: list[str] = Field(min_length=1)
     # Method names or names declared under `variants:` (checked in `resolve`).
     methods: list[str] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Int] = Field(min_length=1)
 
     @field_validator("methods")
     @classmethod
@@ -73,48 +95,48 @@ class MlflowCfg(_Strict):
 class NpzDatasetCfg(_Strict):
     kind: Literal["npz"] = "npz"
     path: str
-    test_size: int = Field(1000, gt=0)
-    split_seed: int = 0
+    test_size: Int = Field(1000, gt=0)
+    split_seed: Int = 0
     preset: str = "cifar"
 
 
 class DataCfg(_Strict):
-    train_subset: int | None = Field(None, gt=0)
-    test_subset: int | None = Field(None, gt=0)
-    num_workers: int = Field(2, ge=0)
+    train_subset: Int | None = Field(None, gt=0)
+    test_subset: Int | None = Field(None, gt=0)
+    num_workers: Int = Field(2, ge=0)
 
 
 class BackboneCfg(_Strict):
     name: Literal["resnet18", "resnet50"] = "resnet18"
-    width: int = Field(64, gt=0)
+    width: Int = Field(64, gt=0)
     cifar_stem: Literal["auto", True, False] = "auto"
 
 
 class PretrainCfg(_Strict):
-    epochs: int = Field(ge=0)
-    epochs_by_dataset: dict[str, int] = {}
-    batch_size: int = Field(gt=0)
+    epochs: Int = Field(ge=0)
+    epochs_by_dataset: dict[str, Int] = {}
+    batch_size: Int = Field(gt=0)
     optimizer: Literal["lars", "sgd", "adamw"] = "lars"
-    base_lr: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    lars_eta: float = Field(0.02, gt=0)
-    warmup_epochs: float = Field(10, ge=0)
-    min_lr: float = Field(0.0, ge=0)
-    grad_accum_steps: int = Field(1, ge=1)
-    grad_clip_norm: float | None = Field(None, gt=0)  # global L2 norm of the method's gradients
+    base_lr: Float = Field(gt=0)
+    weight_decay: Float = Field(ge=0)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    lars_eta: Float = Field(0.02, gt=0)
+    warmup_epochs: Float = Field(10, ge=0)
+    min_lr: Float = Field(0.0, ge=0)
+    grad_accum_steps: Int = Field(1, ge=1)
+    grad_clip_norm: Float | None = Field(None, gt=0)  # global L2 norm of the method's gradients
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gpu_augment: Literal["auto", True, False] = "auto"
-    checkpoint_every: int = Field(10, ge=1)
-    knn_every: int = Field(10, ge=0)
-    online_probe_lr: float = Field(0.1, gt=0)
-    log_every: int = Field(50, ge=1)
+    checkpoint_every: Int = Field(10, ge=1)
+    knn_every: Int = Field(10, ge=0)
+    online_probe_lr: Float = Field(0.1, gt=0)
+    log_every: Int = Field(50, ge=1)
 
 
 class MethodOptimCfg(_Strict):
-    base_lr: float | None = Field(None, gt=0)
-    weight_decay: float | None = Field(None, ge=0)
-    grad_clip_norm: float | None = Field(None, gt=0)
+    base_lr: Float | None = Field(None, gt=0)
+    weight_decay: Float | None = Field(None, ge=0)
+    grad_clip_norm: Float | None = Field(None, gt=0)
 
 
 class _MethodCfg(_Strict):
@@ -122,48 +144,49 @@ class _MethodCfg(_Strict):
 
 
 class _MomentumCfg(_MethodCfg):
-    tau_base: float = Field(0.99, ge=0, le=1)
-    tau_final: float = Field(1.0, ge=0, le=1)
+    tau_base: Float = Field(0.99, ge=0, le=1)
+    tau_final: Float = Field(1.0, ge=0, le=1)
 
 
 class VsslCfg(_MomentumCfg):
-    proj_hidden_dim: int = Field(4096, gt=0)
-    latent_dim: int = Field(256, gt=0)
-    pred_hidden_dim: int = Field(4096, gt=0)
+    proj_hidden_dim: Int = Field(4096, gt=0)
+    latent_dim: Int = Field(256, gt=0)
+    pred_hidden_dim: Int = Field(4096, gt=0)
     likelihood: Literal["gaussian", "cosine"] = "cosine"
     kl: Literal["gaussian", "cosine", "none"] = "cosine"
-    beta: float = Field(1.0, ge=0)
+    beta: Float = Field(1.0, ge=0)
     sample: bool = True
     predictor: bool = True
     prior: Literal["teacher", "standard_normal"] = "teacher"
     head_input: Literal["projector", "predictor"] = "projector"
     likelihood_variance: Literal["student", "teacher"] = "student"
     reduction: Literal["sum", "mean"] = "mean"
-    logvar_min: float = -8.0
-    logvar_max: float = 4.0
+    direction_variance: Literal["per_coordinate", "isotropic"] = "isotropic"
+    logvar_min: Float = -8.0
+    logvar_max: Float = 4.0
 
 
 class ByolCfg(_MomentumCfg):
-    proj_hidden_dim: int = Field(4096, gt=0)
-    proj_output_dim: int = Field(256, gt=0)
-    pred_hidden_dim: int = Field(4096, gt=0)
+    proj_hidden_dim: Int = Field(4096, gt=0)
+    proj_output_dim: Int = Field(256, gt=0)
+    pred_hidden_dim: Int = Field(4096, gt=0)
 
 
 class MocoV3Cfg(ByolCfg):
-    temperature: float = Field(0.2, gt=0)
+    temperature: Float = Field(0.2, gt=0)
 
 
 class SimclrCfg(_MethodCfg):
-    proj_hidden_dim: int = Field(2048, gt=0)
-    proj_output_dim: int = Field(256, gt=0)
-    temperature: float = Field(0.2, gt=0)
+    proj_hidden_dim: Int = Field(2048, gt=0)
+    proj_output_dim: Int = Field(256, gt=0)
+    temperature: Float = Field(0.2, gt=0)
 
 
 class BarlowTwinsCfg(_MethodCfg):
-    proj_hidden_dim: int = Field(2048, gt=0)
-    proj_output_dim: int = Field(2048, gt=0)
-    lamb: float = Field(0.0051, ge=0)
-    scale_loss: float = Field(0.1, gt=0)
+    proj_hidden_dim: Int = Field(2048, gt=0)
+    proj_output_dim: Int = Field(2048, gt=0)
+    lamb: Float = Field(0.0051, ge=0)
+    scale_loss: Float = Field(0.1, gt=0)
 
 
 class RandomCfg(_MethodCfg):
@@ -180,19 +203,19 @@ class MethodsCfg(_Strict):
 
 
 class ExtractCfg(_Strict):
-    batch_size: int = Field(512, gt=0)
+    batch_size: Int = Field(512, gt=0)
 
 
 class LinearProbeCfg(_Strict):
-    weight_decays: list[float] = Field([0.0, 1e-6, 1e-5, 1e-4, 1e-3], min_length=1)
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    max_iter: int = Field(300, gt=0)  # full-batch L-BFGS iterations
-    lr: float = Field(1.0, gt=0)  # L-BFGS step size
+    weight_decays: list[Float] = Field([0.0, 1e-6, 1e-5, 1e-4, 1e-3], min_length=1)
+    val_fraction: Float = Field(0.1, gt=0, lt=1)
+    max_iter: Int = Field(300, gt=0)  # full-batch L-BFGS iterations
+    lr: Float = Field(1.0, gt=0)  # L-BFGS step size
 
 
 class KnnProbeCfg(_Strict):
-    k: list[int] = Field([20, 200], min_length=1)
-    temperature: float = Field(0.07, gt=0)
+    k: list[Int] = Field([20, 200], min_length=1)
+    temperature: Float = Field(0.07, gt=0)
 
 
 class ProbeCfg(_Strict):
@@ -202,6 +225,9 @@ class ProbeCfg(_Strict):
 
 class Params(_Strict):
     """The resolved configuration (profile applied). Profiles themselves are not kept."""
+
+    # The params file's folder (not part of the configuration: never dumped or logged).
+    _base_dir: Path | None = PrivateAttr(default=None)
 
     profile: str
     data_root: str
@@ -224,7 +250,24 @@ class Params(_Strict):
         return Path(os.environ.get("VSSL_DATA_ROOT") or self.data_root).expanduser()
 
     def tracking_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow.tracking_uri
+        """``MLFLOW_TRACKING_URI`` if set (taken as given), else ``mlflow.tracking_uri`` with a
+        relative SQLite path resolved against the params file's folder (the repository root), so
+        ``sqlite:///mlflow.db`` is one store wherever a command runs."""
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        return resolve_sqlite_uri(self.mlflow.tracking_uri, self._base_dir)
+
+    def with_base_dir(self, folder: str | Path | None) -> Params:
+        """Set (in place) the folder relative paths of these params resolve against (the params
+        file's folder; :func:`load_params` sets it) and return ``self``."""
+        self._base_dir = Path(os.path.abspath(folder)) if folder is not None else None
+        return self
+
+    @property
+    def base_dir(self) -> Path | None:
+        """The params file's folder (None for params not loaded from a file)."""
+        return self._base_dir
 
     def epochs_for(self, dataset: str) -> int:
         return self.pretrain.epochs_by_dataset.get(dataset, self.pretrain.epochs)
@@ -248,7 +291,8 @@ class Params(_Strict):
         self.entry_method(name)
         if name not in self.variants:
             return self
-        return _validate(apply_variant(self.to_dict(), name), f"variant {name!r}")
+        out = _validate(apply_variant(self.to_dict(), name), f"variant {name!r}")
+        return out.with_base_dir(self._base_dir)
 
     def method_cfg(self, method: str) -> dict[str, Any]:
         """The method's hyperparameters as a plain dict (without its optimizer block)."""
@@ -274,6 +318,18 @@ class Params(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def resolve_sqlite_uri(uri: str, base_dir: str | Path | None) -> str:
+    """``sqlite:///<relative path>`` -> ``sqlite:///<base_dir>/<path>``; any other URI (an
+    absolute SQLite path, ``sqlite://`` in memory, http, file...) and ``base_dir=None`` unchanged."""
+    prefix = "sqlite:///"
+    if base_dir is None or not uri.startswith(prefix):
+        return uri
+    rel = uri[len(prefix) :]
+    if not rel or rel.startswith("/") or rel.startswith(":memory:") or Path(rel).is_absolute():
+        return uri
+    return prefix + os.path.normpath(Path(base_dir) / rel)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -460,10 +516,12 @@ def load_params(
     """Load, resolve and validate params.yaml. Raises ConfigError with the offending key.
 
     ``entry``: a grid entry (method or variant name) whose variant overrides to apply, between
-    the profile and ``overrides``."""
-    return resolve(
+    the profile and ``overrides``. Relative paths the params hold that are not data paths (the
+    SQLite tracking store) resolve against the file's folder (:meth:`Params.tracking_uri`)."""
+    params = resolve(
         load_raw(path), profile=profile, overrides=overrides, source=str(path), entry=entry
     )
+    return params.with_base_dir(Path(path).parent)
 
 
 def check_grid_matches_file(path: str | Path, params: Params) -> None:

@@ -9,7 +9,7 @@ entry trains. Every file the pipeline writes has one path pattern, here (:data:`
     data/prepared/{profile}/{dataset}.json
     runs/{profile}/{dataset}/{variant}/seed{seed}/{checkpoint.pt, metrics.json, history.csv}
     features/{profile}/{dataset}/{variant}/seed{seed}/{train.npz, test.npz}
-    results/probes/{profile}/{dataset}/{variant}/seed{seed}.json  (+ .uncertainty.csv)
+    results/probes/{profile}/{dataset}/{variant}/seed{seed}.json, seed{seed}.uncertainty.csv
     results/table.csv, results/figures/*.png
     resolved/{profile}/{stage}/{dataset}[-{variant}].json        (what each DVC stage reads)
     logs/{profile}/<stage>/...
@@ -44,7 +44,8 @@ FIGURES = {
     "training_curves": f"{FIGURES_DIR}/training_curves.png",  # history.csv of every run
     "uncertainty": f"{FIGURES_DIR}/uncertainty.png",  # VSSL's predicted variance vs error
 }
-# The probe writes a per-sample uncertainty file next to its JSON (VSSL runs only).
+# The probe writes a per-sample uncertainty file next to its JSON, for every run (the variance
+# column is empty without VSSL's Gaussian head), so Snakemake and DVC declare it as an output.
 UNCERTAINTY_SUFFIX = ".uncertainty.csv"
 
 # Every output path, as a pattern over {profile} {dataset} {variant} {seed} {stage}.
@@ -172,7 +173,8 @@ class Run:
 
     @property
     def uncertainty(self) -> str:
-        """The probe's per-sample uncertainty sidecar (written for VSSL only)."""
+        """The probe's per-sample uncertainty sidecar: written for every run (``mean_variance``
+        empty without VSSL's Gaussian head), a declared output of the probe stage."""
         return self._path("uncertainty")
 
     def log(self, stage: str) -> str:
@@ -218,7 +220,7 @@ def planned_outputs(params: Params) -> dict[str, set[str]]:
         "prepare_data": {prepared_manifest(params.profile, d) for d in params.grid.datasets},
         "pretrain": {p for r in runs for p in (r.checkpoint, r.metrics, r.history)},
         "extract_features": {p for r in runs for p in (r.train_features, r.test_features)},
-        "probe": {r.probe for r in runs},
+        "probe": {p for r in runs for p in (r.probe, r.uncertainty)},
         "table": set(table_outputs()),
     }
 

@@ -47,7 +47,7 @@ class TwoViewTransform:
     """``transform(img) -> (v1, v2)``: both views of one uint8 (C, H, W) tensor, normalised."""
 
     def __init__(self, recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> None:
-        _check_stats(recipe, mean, std)
+        check_stats(recipe, mean, std)
         self.recipe = recipe
         self.view1 = build_view(recipe, recipe.view1, mean, std)
         self.view2 = build_view(recipe, recipe.view2, mean, std)
@@ -66,7 +66,7 @@ class TwoViewTransform:
 def eval_transform(recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
     """uint8 (C, H, W) -> float normalised (C, size, size): resize the shorter side to
     ``recipe.eval_resize``, centre-crop to ``recipe.size``, scale to [0, 1], normalise."""
-    _check_stats(recipe, mean, std)
+    check_stats(recipe, mean, std)
     return v2.Compose(
         [
             v2.Resize(recipe.eval_resize, antialias=True),
@@ -77,7 +77,7 @@ def eval_transform(recipe: Recipe, mean: Sequence[float], std: Sequence[float]) 
     )
 
 
-def _check_stats(recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> None:
+def check_stats(recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> None:
     if len(mean) != recipe.channels or len(std) != recipe.channels:
         raise ValueError(
             f"recipe {recipe.name!r} has {recipe.channels} channel(s) but mean/std have "

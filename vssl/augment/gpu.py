@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from vssl.augment.cpu import _check_stats
+from vssl.augment.cpu import check_stats
 from vssl.augment.recipes import Recipe, ViewRecipe, view_ops
 
 
@@ -47,7 +47,7 @@ class GPUTwoViewAugment(nn.Module):
 
     def __init__(self, recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        _check_stats(recipe, mean, std)
+        check_stats(recipe, mean, std)
         self.recipe = recipe
         self.view1 = build_view(recipe, recipe.view1)
         self.view2 = build_view(recipe, recipe.view2)

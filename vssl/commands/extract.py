@@ -37,11 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vssl import tracking
-    from vssl.eval.extract import extraction_params, pick_device, plan_extraction
+    from vssl.eval.device import pick_device
+    from vssl.eval.extract import check_feature_dir, extraction_params, plan_extraction
     from vssl.train.checkpoint import load_checkpoint
 
-    # Every check (checkpoint, params, dataset files, weights) happens before the MLflow run
-    # starts or a single image is processed.
+    # Every check (output folder, checkpoint, finite weights, params, dataset files) happens
+    # before the MLflow run starts or a single image is processed; each is a ConfigError (exit 2).
+    check_feature_dir(args.out)
     ckpt = load_checkpoint(args.checkpoint)
     params = extraction_params(ckpt, args.params, args.profile, args.overrides)
     ckpt_path = args.checkpoint / "checkpoint.pt" if args.checkpoint.is_dir() else args.checkpoint

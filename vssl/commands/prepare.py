@@ -1,4 +1,9 @@
-"""`vssl prepare`: verify (or download) a dataset in the data root and write its manifest."""
+"""`vssl prepare`: verify (or download) a dataset in the data root and write its manifest.
+
+The manifest path is checked first (exit 2: a folder, a parent that is a file, not writable).
+A download that fails leaves nothing behind in the data root (no empty or partial folders) and
+is one line on stderr, exit 2.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +28,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vssl import data
     from vssl.config import load_params
-    from vssl.data import prepare
-    from vssl.io import write_json
+    from vssl.io import check_writable_file, write_json
 
+    # Checked before anything is read or downloaded: an unwritable manifest path is exit 2 now,
+    # not after a download.
+    check_writable_file(args.out, "manifest")
     params = load_params(args.params, profile=args.profile, overrides=args.overrides)
     params.check_dataset(args.dataset)
-    manifest = prepare(args.dataset, params, download=not args.no_download)
+    manifest = data.prepare(args.dataset, params, download=not args.no_download)
     manifest["profile"] = params.profile
     write_json(args.out, manifest)
     counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())

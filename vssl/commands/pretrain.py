@@ -49,9 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _setup_logging() -> None:
-    from vssl.train.engine import _state
+    from vssl.train.plan import process_state
 
-    level = logging.INFO if _state().is_main_process else logging.WARNING
+    level = logging.INFO if process_state().is_main_process else logging.WARNING
     logger = logging.getLogger("vssl")
     if not logger.handlers:
         h = logging.StreamHandler(sys.stderr)
@@ -66,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vssl.config import load_params
-    from vssl.train.engine import PretrainJob, pretrain
+    from vssl.train.engine import pretrain
     from vssl.train.guards import NonFiniteLossError
+    from vssl.train.plan import PretrainJob
 
     params = load_params(
         args.params, profile=args.profile, overrides=args.overrides, entry=args.method

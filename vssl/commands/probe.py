@@ -3,9 +3,14 @@
     vssl probe --features FEATDIR --out results.json [--params params.yaml] [--profile X] [--set k=v]
 
 Reads only ``FEATDIR/train.npz`` and ``FEATDIR/test.npz`` (never the network) and writes the flat
-``results.json`` (keys: :mod:`vssl.eval.probe`) plus, for VSSL features, the per-test-sample
-sidecar ``<out stem>.uncertainty.csv``. Logged to MLflow as a ``stage=probe`` run, nested under
-the pretraining run when the features record its id (a standalone run otherwise).
+``results.json`` (keys: :mod:`vssl.eval.probe`) plus the per-test-sample sidecar
+``<out stem>.uncertainty.csv`` (for every run; ``mean_variance`` is empty without VSSL's Gaussian
+head). Logged to MLflow as a ``stage=probe`` run, nested under the pretraining run when the
+features record its id (a standalone run otherwise).
+
+Before any MLflow run starts: the output paths are checked (writable, not folders), the params
+resolved, the features loaded and validated, and their labels checked against the recorded
+``num_classes``; any problem is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--out",
         required=True,
         type=Path,
-        help="results JSON to write (VSSL also gets <stem>.uncertainty.csv beside it)",
+        help="results JSON to write (and <stem>.uncertainty.csv beside it)",
     )
     add_params_arguments(p)
     p.add_argument(
@@ -45,17 +50,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vssl import tracking
     from vssl.config import load_params
-    from vssl.eval.extract import pick_device
-    from vssl.eval.features import FeatureError, load_feature_dir, read_meta
+    from vssl.eval import features
+    from vssl.eval.device import pick_device
     from vssl.eval.probe import run_probes, write_report
+    from vssl.eval.uncertainty import sidecar_path
+    from vssl.io import check_writable_file
 
+    check_writable_file(args.out)  # OutputPathError (a ConfigError): exit 2, nothing loaded
+    check_writable_file(sidecar_path(args.out))
     params = load_params(args.params, profile=args.profile, overrides=args.overrides)
     try:
-        train, test = load_feature_dir(args.features)
-    except FeatureError as e:
-        print(f"vssl probe: error: {e}", file=sys.stderr)
+        train, test = features.load_feature_dir(args.features)
+        num_classes = features.num_classes_of(train, test)
+    except features.FeatureError as e:
+        print(f"vssl probe: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    meta = train.meta or read_meta(args.features)
+    meta = train.meta or features.read_meta(args.features)
     seed = args.seed if args.seed is not None else int(meta.get("seed", 0))
 
     if args.no_mlflow:
@@ -71,7 +81,14 @@ def run(args: argparse.Namespace) -> int:
             parent_run_id=meta.get("mlflow_run_id") or None,
         )
     with run_ctx:
-        report = run_probes(train, test, params.probe, seed=seed, device=pick_device(args.device))
+        report = run_probes(
+            train,
+            test,
+            params.probe,
+            seed=seed,
+            num_classes=num_classes,
+            device=pick_device(args.device),
+        )
         written = write_report(report, args.out)
         if not args.no_mlflow:
             tracking.set_tags(
@@ -97,3 +114,7 @@ def run(args: argparse.Namespace) -> int:
     print(line)
     print(f"vssl probe: wrote {', '.join(str(p) for p in written)}")
     return 0
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())

@@ -21,13 +21,16 @@ Where files must lie, relative to the data root (``data_root`` / ``VSSL_DATA_ROO
     imagenet100    imagenet100/train/<wnid>/*, imagenet100/val/<wnid>/*
     <npz key>      the `path` declared in params.yaml
 
-Pretraining never downloads (parallel jobs would race): run ``vssl prepare`` first.
+Pretraining never downloads (parallel jobs would race): run ``vssl prepare`` first. A download
+that fails (offline, read-only root, bad checksum) removes what it created under the data root
+(:func:`_download_footprint`), so a later attempt starts clean and nothing empty is left behind.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -329,14 +332,20 @@ def _torchvision_arrays(
             raise DataError(
                 f"dataset {name!r} not found: its files must lie in {where} (torchvision layout). "
                 f"Run `vssl prepare --dataset {name}` to download it where the network allows "
-                f"({type(first).__name__}: {first})"
+                f"({type(first).__name__}: {_one_line(first)})"
             ) from None
+        footprint = _download_footprint(name)
+        existed = {rel for rel in footprint if os.path.lexists(root / rel)}
         try:
             ds = make(True)
-        except Exception as e:  # no network, read-only root, bad checksum...
+        except BaseException as e:  # no network, read-only root, bad checksum, Ctrl-C...
+            _remove_new(root, footprint, existed)
+            if not isinstance(e, Exception):
+                raise
             raise DataError(
                 f"dataset {name!r} is missing and could not be downloaded "
-                f"({type(e).__name__}: {e}); put its files in {where} (torchvision layout)"
+                f"({type(e).__name__}: {_one_line(e)}); put its files in {where} "
+                "(torchvision layout)"
             ) from None
     if name == "stl10":
         images, labels = np.asarray(ds.data), np.asarray(ds.labels)  # already (N, C, H, W)
@@ -345,6 +354,39 @@ def _torchvision_arrays(
     else:
         images, labels = np.asarray(ds.data).transpose(0, 3, 1, 2), np.asarray(ds.targets)
     return np.ascontiguousarray(images, dtype=np.uint8), labels.astype(np.int64)
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line (torchvision's download errors span several)."""
+    return " ".join(str(e).split())
+
+
+def _download_footprint(name: str) -> list[str]:
+    """What torchvision's download of ``name`` creates under the data root (folders and
+    archives), deepest first: removed again when the download fails."""
+    import torchvision.datasets as tvd
+
+    if name == "fashion_mnist":
+        folder = tvd.FashionMNIST.__name__  # MNIST-style datasets: <root>/<class name>/raw
+        return [f"{folder}/raw", f"{folder}/processed", folder]
+    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "stl10": tvd.STL10}[name]
+    return [cls.base_folder, cls.filename]
+
+
+def _remove_new(root: Path, footprint: list[str], existed: set[str]) -> None:
+    """Remove the entries of ``footprint`` under ``root`` that did not exist before (``existed``):
+    a failed download leaves no empty or half-downloaded files in the data root, while folders
+    and files that were there before stay."""
+    import shutil
+
+    for rel in footprint:
+        path = root / rel
+        if rel in existed or not os.path.lexists(path):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 @functools.lru_cache(maxsize=4)

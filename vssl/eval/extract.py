@@ -11,7 +11,8 @@ checkpoint; the data settings (``data_root datasets data extract mlflow``) from 
 config too, unless a profile is given, in which case they come from the params file resolved
 with that profile (so a pipeline run sees its params.yaml); ``--set`` overrides apply last and
 may touch only those data sections. Everything is computed before anything is written, so a
-failure leaves no partial output.
+failure leaves no partial output; the output folder, the checkpoint's weights (finite) and the
+dataset are checked before the MLflow run starts or any image is read.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import numpy as np
 import torch
 
 from vssl.config import ConfigError
-from vssl.eval.features import SPLITS, FeatureSet, save_features, write_meta
+from vssl.eval.device import pick_device
+from vssl.eval.features import META_FILE, SPLITS, FeatureSet, save_features, write_meta
 
 if TYPE_CHECKING:
     from vssl.config import Params
@@ -95,20 +97,42 @@ def extraction_params(
             )
     tree = apply_overrides(tree, list(overrides))
     try:
-        return Params.model_validate(tree)
+        params = Params.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(f"extraction params invalid: {e}") from None
+    # A relative SQLite tracking store is the repository's (the params file's folder), as for
+    # every other stage, whichever config the mlflow section came from.
+    return params.with_base_dir(Path(params_path or "params.yaml").parent)
 
 
-def pick_device(name: str | None = None) -> torch.device:
-    """``name`` if given, else the accelerator when there is one (CUDA, then MPS), else CPU."""
-    if name:
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def check_feature_dir(out_dir: str | Path) -> Path:
+    """Check, creating nothing, that the feature folder ``out_dir`` and its files can be written
+    (:class:`vssl.io.OutputPathError`, a ``ConfigError``, otherwise)."""
+    from vssl.io import check_writable_dir, check_writable_file
+
+    out_dir = check_writable_dir(out_dir, "feature folder")
+    for name in (*(f"{s}.npz" for s in SPLITS), META_FILE):
+        if (out_dir / name).exists():
+            check_writable_file(out_dir / name, "feature file")
+    return out_dir
+
+
+def check_finite_weights(state: Mapping[str, Any], source: str = "checkpoint") -> None:
+    """Raise ``ConfigError`` naming the tensors of the state dict ``state`` that hold NaN or inf
+    (a diverged run saved before its guard fired, or a corrupted file): their features would be
+    NaN, and the probe would fail long after this stage reported success."""
+    bad = [
+        name
+        for name, t in state.items()
+        if isinstance(t, torch.Tensor)
+        and (t.is_floating_point() or t.is_complex())
+        and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise ConfigError(
+            f"{source}: weights hold non-finite values (NaN/inf) in {len(bad)} tensor(s): {shown}"
+        )
 
 
 @torch.inference_mode()
@@ -250,14 +274,16 @@ def plan_extraction(
 ) -> ExtractionPlan:
     """Check and build everything before any forward pass (``ConfigError`` on a problem).
 
-    The dataset must be known and be the checkpoint's own (unless ``allow_dataset_mismatch``)
-    with the channel count the backbone was built for; its files must exist; the checkpoint's
-    weights must fit its method.
+    Cheapest first, the dataset's files last: the checkpoint's weights must be finite (checked
+    first); the dataset must be known and be the checkpoint's own (unless
+    ``allow_dataset_mismatch``) with the channel count the backbone was built for; the weights
+    must fit the checkpoint's method; the dataset's files must exist and be readable.
     """
+    from vssl import data
     from vssl.augment import eval_transform, get_preset
-    from vssl.data import build_dataset, get_spec
     from vssl.train.checkpoint import method_from_checkpoint
 
+    check_finite_weights(ckpt["model"], str(checkpoint_path or "checkpoint"))
     params.check_dataset(dataset)
     trained_on = ckpt["dataset"]
     if dataset != trained_on and not allow_dataset_mismatch:
@@ -265,7 +291,7 @@ def plan_extraction(
             f"checkpoint was pretrained on {trained_on!r}, not {dataset!r} "
             "(pass --allow-dataset-mismatch to extract transfer features)"
         )
-    spec = get_spec(dataset, params)
+    spec = data.get_spec(dataset, params)
     trained_spec = ckpt.get("data_spec") or {}
     if trained_spec and int(trained_spec["channels"]) != spec.channels:
         raise ConfigError(
@@ -278,11 +304,11 @@ def plan_extraction(
             "extracting features from an unfinished run",
             stacklevel=2,
         )
+    method, _ = method_from_checkpoint(ckpt)  # the weights fit the method, before the data
     transform = eval_transform(get_preset(spec.preset), spec.mean, spec.std)
     # In-memory datasets yield uint8 tensors of one size: transform whole batches on the device.
     per_sample = None if spec.in_memory else transform
-    splits = {s: build_dataset(dataset, s, params, transform=per_sample) for s in SPLITS}
-    method, _ = method_from_checkpoint(ckpt)
+    splits = {s: data.build_dataset(dataset, s, params, transform=per_sample) for s in SPLITS}
     return ExtractionPlan(
         ckpt,
         dataset,

@@ -4,8 +4,9 @@
 ``linear_top1 linear_top5 linear_weight_decay knn{k}_top1 knn{k}_top5`` (one pair per configured
 k, e.g. 20 and 200) ``n_train n_test feature_dim num_classes``, and for VSSL features also
 ``uncertainty_error_auroc`` (null when undefined) and ``uncertainty_mean_variance``.
-Per-test-sample variance and linear-probe correctness go to the sidecar
-``<results stem>.uncertainty.csv`` (:mod:`vssl.eval.uncertainty`).
+Per-test-sample linear-probe correctness and (VSSL) variance go to the sidecar
+``<results stem>.uncertainty.csv`` (:mod:`vssl.eval.uncertainty`), written for every run
+(``mean_variance`` empty without a Gaussian head).
 """
 
 from __future__ import annotations
@@ -119,12 +120,14 @@ def run_probes(
 
 
 def write_report(report: ProbeReport, out: str | Path) -> list[Path]:
-    """Write results.json (flat, sorted keys) and, for VSSL, its uncertainty sidecar; atomic."""
+    """Write results.json (flat, sorted keys) and its uncertainty sidecar, each atomically.
+
+    The sidecar is written for every run (empty ``mean_variance`` without a Gaussian head), so
+    it is a declared output of the probe stage; it goes first, so a results.json on disk always
+    has its sidecar beside it. Returns ``[results.json, sidecar]``.
+    """
     out = Path(out)
+    side = sidecar_path(out)
+    write_sidecar(side, report.variance, report.test_labels, report.linear.predictions)
     write_json(out, report.results)
-    written = [out]
-    if report.variance is not None:
-        side = sidecar_path(out)
-        write_sidecar(side, report.variance, report.test_labels, report.linear.predictions)
-        written.append(side)
-    return written
+    return [out, side]

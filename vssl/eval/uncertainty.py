@@ -72,19 +72,25 @@ def sidecar_path(results_path: str | Path) -> Path:
 
 def write_sidecar(
     path: str | Path,
-    variance: np.ndarray,
+    variance: np.ndarray | None,
     labels: np.ndarray,
     predictions: np.ndarray,
 ) -> None:
-    """Per-test-sample CSV (atomic): ``index,label,prediction,correct,mean_variance``."""
-    n = len(variance)
-    if not (len(labels) == len(predictions) == n):
-        raise ValueError("variance, labels and predictions must have the same length")
+    """Per-test-sample CSV (atomic): ``index,label,prediction,correct,mean_variance``.
+
+    ``variance`` is None for features without a Gaussian head (every method but VSSL): the
+    ``mean_variance`` cells are then empty (NaN to pandas), so every probe writes the same file
+    and the pipeline can declare it as an output of every run.
+    """
     labels, predictions = np.asarray(labels), np.asarray(predictions)
+    n = len(labels)
+    if len(predictions) != n or (variance is not None and len(variance) != n):
+        raise ValueError("variance, labels and predictions must have the same length")
+    cells = [""] * n if variance is None else [f"{float(v):.9g}" for v in variance]
     lines = [",".join(SIDECAR_COLUMNS)]
     lines += [
-        f"{i},{int(y)},{int(p)},{int(y == p)},{float(v):.9g}"
-        for i, (y, p, v) in enumerate(zip(labels, predictions, variance, strict=True))
+        f"{i},{int(y)},{int(p)},{int(y == p)},{v}"
+        for i, (y, p, v) in enumerate(zip(labels, predictions, cells, strict=True))
     ]
     with atomic_path(path, suffix=".csv") as tmp:
         tmp.write_text("\n".join(lines) + "\n")

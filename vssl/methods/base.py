@@ -17,10 +17,16 @@ class Method(nn.Module):
     returns a dict with ``"loss"`` (scalar, differentiable), ``"feats"`` ((2B, feature_dim)
     detached student backbone features of [x1; x2]), ``"z"`` ((2B, k) detached student
     embeddings) and detached scalar log terms. Only student parameters require gradients.
+
+    Every other scalar of that dict is a loss term (a ``history.csv`` column after ``loss``)
+    unless ``diagnostics`` lists it: log-only values that are not part of the loss (VSSL's
+    variances). ``logvar_bounds`` is ``(logvar_min, logvar_max)`` for methods whose
+    log-variances are bounded (the variance-collapse guard), None otherwise.
     """
 
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
+    diagnostics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__()
@@ -39,6 +45,11 @@ class Method(nn.Module):
 
     def gaussian(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
         """(mu, logvar) of the teacher's Gaussian head; None for methods without one."""
+        return None
+
+    @property
+    def logvar_bounds(self) -> tuple[float, float] | None:
+        """``(logvar_min, logvar_max)`` of the method's log-variances; None without any."""
         return None
 
 

@@ -54,6 +54,7 @@ KLS = {"gaussian": gaussian_kl, "cosine": cosine_kl}
 HEAD_INPUTS = ("projector", "predictor")
 LIKELIHOOD_VARIANCES = ("student", "teacher")
 PRIORS = ("teacher", "standard_normal")
+DIRECTION_VARIANCES = ("per_coordinate", "isotropic")
 
 
 class Gaussian(NamedTuple):
@@ -72,6 +73,7 @@ def vssl_pair_terms(
     prior: Literal["teacher", "standard_normal"] = "teacher",
     likelihood_variance: Literal["student", "teacher"] = "student",
     reduction: Literal["sum", "mean"] = "mean",
+    direction_variance: Literal["per_coordinate", "isotropic"] = "isotropic",
 ) -> tuple[Tensor, Tensor]:
     """Per-sample ``(likelihood, KL)`` terms, each (B,), for one ordered pair of views.
 
@@ -89,15 +91,21 @@ def vssl_pair_terms(
     mu_s, lv_s = q.mu.float(), q.logvar.float()
     mu_t, lv_t = p.mu.float(), p.logvar.float()
     z = mu_s + (0.5 * lv_s).exp() * torch.randn_like(mu_s) if sample else mu_s
+    lik = dict(reduction=reduction)
+    if likelihood == "cosine":
+        lik["isotropic"] = direction_variance == "isotropic"
     if likelihood_variance == "student":
-        nll = LIKELIHOODS[likelihood](mu_t, z, lv_s, reduction=reduction)
+        nll = LIKELIHOODS[likelihood](mu_t, z, lv_s, **lik)
     else:
-        nll = LIKELIHOODS[likelihood](z, mu_t, lv_t, reduction=reduction)
+        nll = LIKELIHOODS[likelihood](z, mu_t, lv_t, **lik)
     if kl == "none":
         return nll, torch.zeros_like(nll)
     if prior == "standard_normal":
         mu_t, lv_t = torch.zeros_like(mu_s), torch.zeros_like(lv_s)
-    return nll, KLS[kl](mu_s, lv_s, mu_t, lv_t, reduction=reduction)
+    div = dict(reduction=reduction)
+    if kl == "cosine":
+        div["isotropic"] = direction_variance == "isotropic"
+    return nll, KLS[kl](mu_s, lv_s, mu_t, lv_t, **div)
 
 
 class VSSL(MomentumMethod):
@@ -107,6 +115,7 @@ class VSSL(MomentumMethod):
     """
 
     name = "vssl"
+    diagnostics = ("sigma2_student", "sigma2_teacher", "logvar_student", "logvar_teacher")
 
     def __init__(
         self,
@@ -124,6 +133,7 @@ class VSSL(MomentumMethod):
         head_input: Literal["projector", "predictor"] = "projector",
         likelihood_variance: Literal["student", "teacher"] = "student",
         reduction: Literal["sum", "mean"] = "mean",
+        direction_variance: Literal["per_coordinate", "isotropic"] = "isotropic",
         tau_base: float = 0.99,
         tau_final: float = 1.0,
         logvar_min: float = -8.0,
@@ -137,6 +147,7 @@ class VSSL(MomentumMethod):
             ("head_input", head_input, HEAD_INPUTS),
             ("likelihood_variance", likelihood_variance, LIKELIHOOD_VARIANCES),
             ("reduction", reduction, REDUCTIONS),
+            ("direction_variance", direction_variance, DIRECTION_VARIANCES),
         ]:
             if value not in known:
                 raise ValueError(f"vssl: unknown {key} {value!r}; known: {', '.join(known)}")
@@ -147,6 +158,7 @@ class VSSL(MomentumMethod):
             prior=prior,
             likelihood_variance=likelihood_variance,
             reduction=reduction,
+            direction_variance=direction_variance,
         )
         self.beta = float(beta)
         self.head_input = head_input
@@ -159,6 +171,10 @@ class VSSL(MomentumMethod):
         self.teacher_projector = make_teacher(self.projector)
         self.teacher_head = make_teacher(self.head)
 
+    @property
+    def logvar_bounds(self) -> tuple[float, float]:
+        return self.head.logvar_min, self.head.logvar_max
+
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [
             (self.backbone, self.teacher_backbone),
@@ -166,7 +182,7 @@ class VSSL(MomentumMethod):
             (self.head, self.teacher_head),
         ]
 
-    def _student(self, x: Tensor) -> tuple[Tensor, Gaussian, Tensor]:
+    def encode_student(self, x: Tensor) -> tuple[Tensor, Gaussian, Tensor]:
         """``(features, posterior q, embedding)``.
 
         ``head_input="projector"``: the Gaussian head reads the projector's output, as the
@@ -184,7 +200,8 @@ class VSSL(MomentumMethod):
         return feats, Gaussian(self.predictor(m), logvar), m
 
     @torch.no_grad()
-    def _teacher(self, x: Tensor) -> Gaussian:
+    def encode_teacher(self, x: Tensor) -> Gaussian:
+        """The teacher's prior ``p = (mu_t, logvar_t)`` for ``x`` (no gradient; current mode)."""
         return Gaussian(*self.teacher_head(self.teacher_projector(self.teacher_backbone(x))))
 
     def objective(
@@ -203,9 +220,9 @@ class VSSL(MomentumMethod):
         return {"loss": nll + self.beta * kl, "likelihood": nll, "kl": kl}
 
     def training_step(self, x1: Tensor, x2: Tensor) -> dict[str, Tensor]:
-        f1, s1, e1 = self._student(x1)
-        f2, s2, e2 = self._student(x2)
-        t1, t2 = self._teacher(x1), self._teacher(x2)
+        f1, s1, e1 = self.encode_student(x1)
+        f2, s2, e2 = self.encode_student(x2)
+        t1, t2 = self.encode_teacher(x1), self.encode_teacher(x2)
         out = self.objective(s1, s2, t1, t2)
         out["likelihood"] = out["likelihood"].detach()
         out["kl"] = out["kl"].detach()
@@ -228,7 +245,7 @@ class VSSL(MomentumMethod):
         for m in modules:
             m.eval()
         try:
-            return tuple(self._teacher(x))  # type: ignore[return-value]
+            return tuple(self.encode_teacher(x))  # type: ignore[return-value]
         finally:
             for m, mode in zip(modules, modes, strict=True):
                 m.train(mode)

@@ -139,6 +139,10 @@ def load_histories(runs: Iterable[Run], root: str | Path = ".") -> pd.DataFrame:
             h = pd.read_csv(path)
         except pd.errors.EmptyDataError:
             continue  # an untrained run (method `random`) may have no history at all
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise ReportError(f"{r.history}: not a readable CSV ({_one_line(e)})") from None
+        except FileNotFoundError:
+            raise ReportError(f"{r.history}: missing") from None
         if h.empty:
             continue
         if "epoch" not in h.columns:
@@ -184,24 +188,36 @@ def training_curves_figure(history: pd.DataFrame, path: str | Path) -> Path:
 
 
 def load_uncertainty(runs: Iterable[Run], root: str | Path = ".") -> pd.DataFrame:
-    """The VSSL runs' uncertainty sidecars: dataset, method, variant, seed, mean_variance,
-    correct (bool).
+    """The runs' uncertainty sidecars: dataset, method, variant, seed, mean_variance, correct
+    (bool), one row per test sample that has a predicted variance.
 
-    A VSSL run without its sidecar is an error: the probe writes one for every run that has
-    Gaussian features.
+    The probe writes a sidecar for every run; rows with an empty ``mean_variance`` (every row of
+    a run without VSSL's Gaussian head) are skipped. A missing or malformed sidecar is a
+    :class:`ReportError`.
     """
     root = Path(root)
     frames = []
     for r in runs:
         path = root / r.uncertainty
         if not path.is_file():
-            if r.method == "vssl":
-                raise ReportError(f"{r.uncertainty}: missing (the probe writes it for VSSL runs)")
-            continue
-        u = pd.read_csv(path)
+            raise ReportError(f"{r.uncertainty}: missing (the probe writes it for every run)")
+        try:
+            u = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise ReportError(f"{r.uncertainty}: not a readable CSV ({_one_line(e)})") from None
         lacking = {"correct", "mean_variance"} - set(u.columns)
         if lacking:
             raise ReportError(f"{r.uncertainty}: missing column(s) {', '.join(sorted(lacking))}")
+        try:
+            variance = pd.to_numeric(u["mean_variance"], errors="raise").astype(float)
+            correct = pd.to_numeric(u["correct"], errors="raise")
+        except (ValueError, TypeError) as e:
+            raise ReportError(f"{r.uncertainty}: non-numeric values ({_one_line(e)})") from None
+        keep = variance.notna().to_numpy()
+        if correct[keep].isna().any():
+            raise ReportError(f"{r.uncertainty}: empty `correct` cells")
+        if not keep.any():
+            continue
         frames.append(
             pd.DataFrame(
                 {
@@ -209,13 +225,17 @@ def load_uncertainty(runs: Iterable[Run], root: str | Path = ".") -> pd.DataFram
                     "method": r.method,
                     "variant": r.variant,
                     "seed": r.seed,
-                    "mean_variance": u["mean_variance"].astype(float),
-                    "correct": u["correct"].astype(bool),
+                    "mean_variance": variance[keep].to_numpy(),
+                    "correct": correct[keep].astype(bool).to_numpy(),
                 }
             )
         )
     cols = ["dataset", "method", "variant", "seed", "mean_variance", "correct"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def error_by_decile(unc: pd.DataFrame, bins: int = DECILES) -> pd.DataFrame:
@@ -317,23 +337,42 @@ def uncertainty_figure(
     return _save(fig, path)
 
 
+def figure_paths(out_dir: str | Path) -> dict[str, Path]:
+    """Name -> PNG path of every figure of vssl.workflow.FIGURES under ``out_dir``."""
+    return {k: Path(out_dir) / Path(v).name for k, v in FIGURES.items()}
+
+
+def render_figures(
+    per_run: pd.DataFrame,
+    history: pd.DataFrame,
+    uncertainty: pd.DataFrame,
+    paths: dict[str, Path],
+) -> dict[str, Path]:
+    """Draw every figure of vssl.workflow.FIGURES from already loaded inputs (``per_run`` from
+    :func:`vssl.report.table.load_runs`, :func:`load_histories`, :func:`load_uncertainty`) into
+    ``paths`` (name -> file); returns ``paths``. Reads no file."""
+    missing = set(FIGURES) - set(paths)
+    if missing:
+        raise ReportError(f"no path for figure(s) {sorted(missing)}")
+    sns.set_theme(style="whitegrid", context="notebook")
+    writers = {
+        "accuracy": lambda path: accuracy_figure(per_run, path),
+        "training_curves": lambda path: training_curves_figure(history, path),
+        "uncertainty": lambda path: uncertainty_figure(uncertainty, path, auroc=per_run),
+    }
+    missing = set(FIGURES) - set(writers)
+    if missing:  # a new entry in FIGURES without a writer here
+        raise ReportError(f"no writer for figure(s) {sorted(missing)}")
+    for name in FIGURES:
+        writers[name](paths[name])
+    return {name: Path(paths[name]) for name in FIGURES}
+
+
 def write_figures(
     per_run: pd.DataFrame, runs: list[Run], root: str | Path, out_dir: str | Path
 ) -> dict[str, Path]:
-    """Write every figure of vssl.workflow.FIGURES into ``out_dir``; returns name -> path."""
-    out_dir = Path(out_dir)
-    names = {k: out_dir / Path(v).name for k, v in FIGURES.items()}
-    sns.set_theme(style="whitegrid", context="notebook")
-    written = {
-        "accuracy": accuracy_figure(per_run, names["accuracy"]),
-        "training_curves": training_curves_figure(
-            load_histories(runs, root), names["training_curves"]
-        ),
-        "uncertainty": uncertainty_figure(
-            load_uncertainty(runs, root), names["uncertainty"], auroc=per_run
-        ),
-    }
-    missing = set(FIGURES) - set(written)
-    if missing:  # a new entry in FIGURES without a writer here
-        raise ReportError(f"no writer for figure(s) {sorted(missing)}")
-    return written
+    """Read the runs' histories and sidecars and write every figure of vssl.workflow.FIGURES
+    into ``out_dir`` (each atomically; `vssl table` stages them all-or-nothing with the table
+    instead); returns name -> path."""
+    history, uncertainty = load_histories(runs, root), load_uncertainty(runs, root)
+    return render_figures(per_run, history, uncertainty, figure_paths(out_dir))

@@ -1,8 +1,8 @@
 """results/table.csv: one row per (dataset, variant), mean and std over seeds of every metric.
 
 Inputs per run (paths from :mod:`vssl.workflow`): the probe's flat results JSON, the pretraining
-``metrics.json`` (for the online probe's top-1 and the epochs trained), ``history.csv`` and, for
-VSSL, the probe's per-sample uncertainty sidecar. For a metric ``m`` measured on seeds
+``metrics.json`` (for the online probe's top-1 and the epochs trained), ``history.csv`` and the
+probe's per-sample uncertainty sidecar (every run has one; only VSSL's has variances). For a metric ``m`` measured on seeds
 ``x_1..x_n`` the table holds
 
     m_mean = (1/n) sum_i x_i,    m_std = sqrt( sum_i (x_i - m_mean)^2 / (n - 1) )
@@ -54,9 +54,15 @@ def _metric_order(name: str) -> tuple[int, str]:
     return (4, name)
 
 
+def input_files(run: Run) -> tuple[str, ...]:
+    """Every file `vssl table` reads for ``run``: probe JSON, its uncertainty sidecar (written
+    for every run), metrics.json and history.csv."""
+    return (run.probe, run.uncertainty, run.metrics, run.history)
+
+
 def check_inputs(runs: Iterable[Run], root: Path) -> None:
-    """Raise ReportError naming every missing probe JSON, metrics.json or history.csv at once."""
-    missing = [p for r in runs for p in (r.probe, r.metrics, r.history) if not (root / p).is_file()]
+    """Raise ReportError naming every missing input file (:func:`input_files`) at once."""
+    missing = [p for r in runs for p in input_files(r) if not (Path(root) / p).is_file()]
     if missing:
         raise ReportError(
             f"{len(missing)} input file(s) of the table are missing (run the pipeline first: "
@@ -67,7 +73,7 @@ def check_inputs(runs: Iterable[Run], root: Path) -> None:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ReportError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(data, dict):
         raise ReportError(f"{path}: expected a JSON object, got {type(data).__name__}")

@@ -1,17 +1,25 @@
 """``DIR/checkpoint.pt``: one ``torch.save`` dict, written atomically, read back safely.
 
-Keys (``FORMAT_VERSION`` 1)::
+Keys (``FORMAT_VERSION`` 1; the dict is assembled by
+:func:`vssl.train.records.checkpoint_contents`)::
 
-    format_version, method, dataset, seed, epoch (completed epochs), total_epochs, complete,
-    config (resolved Params as a dict), data_spec (image_size, channels, classes, mean, std,
-    preset), model (Method state dict: student, teacher, heads), optimizer, scheduler,
-    online_probe ({"model", "optimizer"}), rng (python, numpy, torch, cuda, sampler),
-    global_step, images_seen, train_time_s, history (rows of history.csv), final_metrics
-    (metrics.json's content once complete), mlflow_run_id, git_commit, versions, world_size
+    format_version, method, variant, dataset, seed, epoch (completed epochs), total_epochs,
+    complete, config (resolved Params as a dict), fingerprint (see
+    vssl.train.plan.training_fingerprint), data_spec (name, image_size, channels, classes,
+    num_classes, mean, std, preset), model (Method state dict: student, teacher, heads),
+    optimizer, scheduler, online_probe ({"model", "optimizer"}; None for untrained methods),
+    rng (python, numpy, torch, cuda, sampler), global_step, images_seen, train_time_s,
+    wall_time_s, history (rows of history.csv), terms (the method's loss terms), diagnostics
+    (its log-only values), final_metrics (metrics.json's content once complete), mlflow_run_id,
+    git_commit, versions, world_size
 
 Everything in it is a tensor, number, string, list or dict, so it loads with
 ``torch.load(weights_only=True)`` (no arbitrary unpickling). The numpy RNG state is stored as a
 plain dict (``np.random.get_state(legacy=False)`` with its key array as a list).
+
+:func:`method_from_checkpoint` rebuilds the trained method with
+:func:`vssl.train.assembly.build_method` (the name is also importable from here, as
+``benchmarks/vssl_dynamics.py`` does).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import torch
 
 from vssl.config import ConfigError
 from vssl.io import torch_save
+from vssl.train.assembly import build_method
 
 if TYPE_CHECKING:
     from vssl.config import Params
@@ -142,23 +151,6 @@ def params_from_checkpoint(ckpt: Mapping[str, Any]) -> Params:
         return Params.model_validate(ckpt["config"])
     except ValidationError as e:
         raise CheckpointError(f"checkpoint config does not validate: {e}") from None
-
-
-def build_method(method: str, params: Params, data_spec: Mapping[str, Any]) -> tuple[Method, int]:
-    """``(Method, feature_dim)`` freshly initialised for ``method`` on a dataset described by
-    ``data_spec`` (``channels``, ``image_size``), with ``params.backbone``."""
-    from vssl.methods import build
-    from vssl.models import build_backbone
-
-    bb = params.backbone
-    backbone, feature_dim = build_backbone(
-        bb.name,
-        width=bb.width,
-        in_channels=int(data_spec["channels"]),
-        image_size=int(data_spec["image_size"]),
-        cifar_stem=bb.cifar_stem,
-    )
-    return build(method, params.method_cfg(method), backbone, feature_dim), feature_dim
 
 
 def method_from_checkpoint(ckpt: Mapping[str, Any]) -> tuple[Method, Params]:

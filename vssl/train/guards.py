@@ -1,7 +1,8 @@
 """Run guards: a non-finite loss stops the run; collapse of the representation or of VSSL's
 variances raises a logged warning.
 
-Thresholds (documented here, used by the engine once per epoch on the epoch means):
+Thresholds (documented here, used by the engine once per epoch on the epoch means, through
+:func:`epoch_warnings`):
 
 - ``COLLAPSE_SPREAD = 0.01``: :func:`vssl.train.monitor.embedding_spread` of the student
   embeddings ``z`` (``sqrt(k) * mean_j std_i(z_i/|z_i|)_j``: about 1 when directions are spread
@@ -10,12 +11,15 @@ Thresholds (documented here, used by the engine once per epoch on the epoch mean
 - ``SIGMA2_FLOOR_FACTOR = 2``: VSSL's mean student variance within a factor 2 of its lower bound
   ``exp(logvar_min)``: the posterior has shrunk to the clamp and the KL/likelihood balance is
   gone (the mean is dominated by large values, so this means nearly every dimension is there).
+  Checked for methods with bounded log-variances (``Method.logvar_bounds`` not None).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
+from typing import Any
 
 log = logging.getLogger("vssl.train")
 
@@ -39,6 +43,20 @@ def nonfinite_message(step: int, epoch: int, last_checkpoint: str | None) -> str
     )
 
 
+def raise_if_nonfinite(
+    loss: Any, accelerator: Any, step: int, epoch: int, last_checkpoint: str | None
+) -> None:
+    """Raise NonFiniteLossError if ``loss`` is NaN/inf on any process (all processes agree);
+    ``step`` and ``epoch`` are 1-based, for the message."""
+    import torch
+
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    if bad.item() != 0:
+        raise NonFiniteLossError(nonfinite_message(step, epoch, last_checkpoint))
+
+
 def collapse_warnings(
     spread: float | None, sigma2_student: float | None, logvar_min: float | None
 ) -> list[str]:
@@ -57,3 +75,10 @@ def collapse_warnings(
                 f"factor {SIGMA2_FLOOR_FACTOR:g} of its lower bound exp(logvar_min) = {floor:.2e}"
             )
     return out
+
+
+def epoch_warnings(row: Mapping[str, Any], logvar_bounds: tuple[float, float] | None) -> list[str]:
+    """:func:`collapse_warnings` for one epoch's history row (``z_spread``, ``sigma2_student``)
+    and the method's log-variance bounds (``Method.logvar_bounds``; None: no variance check)."""
+    logvar_min = logvar_bounds[0] if logvar_bounds is not None else None
+    return collapse_warnings(row.get("z_spread"), row.get("sigma2_student"), logvar_min)

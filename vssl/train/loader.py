@@ -12,6 +12,8 @@ batches with the same augmentations as a run that never stopped.
   worker assignment nor the process count changes an image's views).
 - Batched augmentation (GPUTwoViewAugment, on the accelerator or on CPU): micro-batch
   (e, s, m) of rank r is augmented under ``mix_seed(seed, AUGMENT, e, s, m, r)``.
+
+:class:`TrainBatches` picks one of the two for a run and yields each epoch's micro-batches.
 """
 
 from __future__ import annotations
@@ -130,3 +132,57 @@ def batched_epoch(
                 torch.manual_seed(mix_seed(seed, AUGMENT, epoch, s, m, rank))
                 x1, x2 = augment(images[idx])
             yield x1, x2, labels[idx]
+
+
+class TrainBatches:
+    """One process's training micro-batches ``(x1, x2, y)``, epoch by epoch.
+
+    ``train`` is a plan's training source (:class:`vssl.train.plan.Plan`): with
+    ``gpu_augment`` its uint8 images and labels are moved to ``device`` once and augmented there
+    in batches (:func:`batched_epoch`); otherwise the views are drawn per sample in
+    ``num_workers`` DataLoader workers (:func:`cpu_epoch`). The images are normalised with
+    ``mean``/``std`` after the augmentation ``recipe``.
+    """
+
+    def __init__(
+        self,
+        train: dict[str, Any],
+        recipe: Any,
+        mean: Any,
+        std: Any,
+        *,
+        gpu_augment: bool,
+        device: torch.device,
+        seed: int,
+        global_batch: int,
+        accum: int,
+        world: int,
+        rank: int,
+        num_workers: int,
+    ) -> None:
+        from vssl.augment import GPUTwoViewAugment, TwoViewTransform
+
+        self.n = len(train["labels"]) if "labels" in train else len(train["dataset"])
+        self.gpu_augment, self.device, self.seed = gpu_augment, device, seed
+        self.global_batch, self.accum, self.world, self.rank = global_batch, accum, world, rank
+        self.num_workers = num_workers
+        if gpu_augment:
+            self.augment = GPUTwoViewAugment(recipe, mean, std).to(device)
+            self.images = train["images"].to(device)
+            self.labels = train["labels"].to(device)
+        else:
+            from vssl.data import TensorImageDataset
+
+            base = train.get("dataset") or TensorImageDataset(train["images"], train["labels"])
+            self.dataset = SeededTwoViewDataset(base, TwoViewTransform(recipe, mean, std), seed)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """Epoch ``epoch``'s micro-batches of this rank (see the module docstring)."""
+        plan = epoch_micro_batches(
+            self.n, self.global_batch, self.accum, self.world, self.rank, self.seed, epoch
+        )
+        if self.gpu_augment:
+            return batched_epoch(
+                self.images, self.labels, self.augment, plan, self.seed, epoch, self.rank
+            )
+        return cpu_epoch(self.dataset, plan, epoch, self.num_workers, self.device)

@@ -1,5 +1,7 @@
-"""Monitors run during pretraining: frozen-feature extraction, the online linear probe's
-accuracy, the kNN monitor and the representation-collapse statistics.
+"""Monitors run during pretraining: the monitors' frozen features (:func:`monitor_features`,
+not to be confused with the ``extract_features`` stage, :mod:`vssl.eval.extract`), the online
+linear probe's accuracy, the kNN monitor (:func:`evaluate` runs both once per epoch) and the
+representation-collapse statistic.
 
 The kNN math is :mod:`vssl.eval.knn` (the same code as the final kNN probe): cosine similarity
 on L2-normalised backbone features, the k = 20 nearest train samples vote with weight
@@ -39,7 +41,7 @@ def _shard(n: int, rank: int, world: int) -> tuple[Tensor, int]:
 
 
 @torch.no_grad()
-def extract_features(
+def monitor_features(
     backbone: nn.Module,
     source: dict[str, Any],
     accelerator: Any,
@@ -125,3 +127,24 @@ def knn_top1(
         topk=(1,),
     )
     return float(acc[1])
+
+
+def evaluate(
+    backbone: nn.Module,
+    probe: nn.Module | None,
+    test: dict[str, Any],
+    knn_train: dict[str, Any] | None,
+    accelerator: Any,
+    batch_size: int,
+    num_classes: int,
+) -> dict[str, float | None]:
+    """``{"online_probe_top1", "knn_top1"}`` (percent) on the ``test`` source: the probe's
+    (None without a probe) and the kNN monitor's against ``knn_train`` (None without it)."""
+    out: dict[str, float | None] = {"online_probe_top1": None, "knn_top1": None}
+    test_f, test_y = monitor_features(backbone, test, accelerator, batch_size)
+    if probe is not None:
+        out["online_probe_top1"] = probe_top1(probe, test_f, test_y)
+    if knn_train is not None:
+        train_f, train_y = monitor_features(backbone, knn_train, accelerator, batch_size)
+        out["knn_top1"] = knn_top1(train_f, train_y, test_f, test_y, num_classes=num_classes)
+    return out

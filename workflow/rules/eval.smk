@@ -1,5 +1,6 @@
 # extract_features: frozen backbone features (and VSSL's mu/logvar) of the train and test splits.
-# probe: linear and kNN probes (and VSSL's uncertainty AUROC) on those features.
+# probe: linear and kNN probes (and VSSL's uncertainty AUROC) on those features; results JSON and
+# the per-sample uncertainty sidecar.
 
 
 rule extract_features:
@@ -26,7 +27,9 @@ rule probe:
         train=wf.pattern("train_features"),
         test=wf.pattern("test_features"),
     output:
-        wf.pattern("probe"),
+        probe=wf.pattern("probe"),
+        # Written by `vssl probe` beside the JSON for every run (empty variances but VSSL's).
+        uncertainty=wf.pattern("uncertainty"),
     log:
         wf.pattern("run_log", stage="probe"),
     params:
@@ -35,4 +38,4 @@ rule probe:
     threads: 1
     shell:
         "python -m vssl probe --params params.yaml --profile {wildcards.profile}"
-        " --features {params.features} --out {output} > {log} 2>&1"
+        " --features {params.features} --out {output.probe} > {log} 2>&1"

@@ -4,6 +4,7 @@
 rule table:
     input:
         probes=[r.probe for r in RUNS],
+        uncertainty=[r.uncertainty for r in RUNS],
         metrics=[r.metrics for r in RUNS],
         histories=[r.history for r in RUNS],
     output:

@@ -1,0 +1,82 @@
+"""vssl.io: atomic writes and the output-path checks every stage runs before any work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vssl.config import ConfigError
+from vssl.io import OutputPathError, check_writable_dir, check_writable_file, write_text
+
+
+def deny_writes(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make ``folder`` look non-writable, also to root (who ignores permission bits)."""
+    real = os.access
+    folder = folder.resolve()
+
+    def access(path, mode, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(path).resolve() == folder and mode & os.W_OK:
+            return False
+        return real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def test_output_path_error_is_a_config_error() -> None:
+    assert issubclass(OutputPathError, ConfigError)
+
+
+def test_writable_dir_accepts_existing_and_creatable_folders(tmp_path: Path) -> None:
+    assert check_writable_dir(tmp_path) == tmp_path
+    deep = tmp_path / "a" / "b" / "c"
+    assert check_writable_dir(deep) == deep
+    assert not (tmp_path / "a").exists()  # checking creates nothing
+
+
+def test_writable_file_accepts_new_and_existing_files(tmp_path: Path) -> None:
+    assert check_writable_file(tmp_path / "x" / "out.json") == tmp_path / "x" / "out.json"
+    (tmp_path / "old.json").write_text("{}")
+    check_writable_file(tmp_path / "old.json")  # overwriting an output is fine
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_output_folders_are_one_line_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(OutputPathError, match=rf"{f} exists and is a file, not a folder"):
+        check_writable_dir(f)
+    with pytest.raises(OutputPathError, match=rf"{f} is a file, not a folder"):
+        check_writable_dir(f / "sub" / "deeper")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    deny_writes(monkeypatch, ro)
+    for target in (ro, ro / "new"):
+        with pytest.raises(OutputPathError, match=rf"{ro} is not writable") as e:
+            check_writable_dir(target)
+        assert "\n" not in str(e.value)
+
+
+def test_bad_output_files_are_one_line_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(OutputPathError, match=rf"{tmp_path} is a folder, not a file"):
+        check_writable_file(tmp_path)
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(OutputPathError, match=rf"{f} is a file, not a folder"):
+        check_writable_file(f / "out.json")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    deny_writes(monkeypatch, ro)
+    with pytest.raises(OutputPathError, match="is not writable"):
+        check_writable_file(ro / "out.json")
+
+
+def test_write_text_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    write_text(tmp_path / "a" / "x.txt", "hello")
+    assert (tmp_path / "a" / "x.txt").read_text() == "hello"
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.txt"]

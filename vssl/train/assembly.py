@@ -1,0 +1,153 @@
+"""Assembling what a pretraining run trains, for a validated :class:`~vssl.train.plan.Plan`.
+
+- :func:`build_method`: the method (backbone + heads) for a dataset's image shape, freshly
+  initialised (also how :func:`vssl.train.checkpoint.method_from_checkpoint` rebuilds one);
+- :func:`online_probe` and :class:`TrainModule`: solo-learn's online linear probe beside the
+  method, in one module so that one DDP wrapper averages the gradients of both;
+- :func:`build_optimisers`: the method's optimiser (``lr = base_lr * B / 256``) with its
+  per-iteration warm-up + cosine schedule, and the probe's own SGD;
+- :func:`grad_clip`: the parameters and max norm of the method's gradient clipping;
+- :func:`data_spec_dict`: the dataset description stored in the checkpoint (``data_spec``).
+
+Everything here consumes the global RNG in a fixed order (method, then probe): the caller seeds
+it first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
+
+    from vssl.config import Params
+    from vssl.methods import Method
+    from vssl.train.plan import Plan
+
+
+def data_spec_dict(spec: Any) -> dict[str, Any]:
+    """The checkpoint's ``data_spec``: what rebuilding the model and its inputs needs of a
+    :class:`vssl.data.DatasetSpec` (name, image_size, channels, classes, num_classes, mean, std,
+    preset)."""
+    return {
+        "name": spec.name,
+        "image_size": spec.image_size,
+        "channels": spec.channels,
+        "classes": list(spec.classes),
+        "num_classes": spec.num_classes,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "preset": spec.preset,
+    }
+
+
+def build_method(method: str, params: Params, data_spec: Mapping[str, Any]) -> tuple[Method, int]:
+    """``(Method, feature_dim)`` freshly initialised for ``method`` on a dataset described by
+    ``data_spec`` (``channels``, ``image_size``), with ``params.backbone``."""
+    from vssl.methods import build
+    from vssl.models import build_backbone
+
+    bb = params.backbone
+    backbone, feature_dim = build_backbone(
+        bb.name,
+        width=bb.width,
+        in_channels=int(data_spec["channels"]),
+        image_size=int(data_spec["image_size"]),
+        cifar_stem=bb.cifar_stem,
+    )
+    return build(method, params.method_cfg(method), backbone, feature_dim), feature_dim
+
+
+class TrainModule(nn.Module):
+    """The method plus the online probe in one module, so one DDP wrapper averages both.
+
+    ``forward(x1, x2, y)`` returns the method's dict plus ``probe_loss``: the cross-entropy of
+    ``probe(feats)`` against the labels of both views (labels < 0, STL-10's unlabeled images,
+    are ignored: ``sum_i CE_i [y_i >= 0] / max(1, #labeled)``). ``feats`` are detached, so the
+    probe never shapes the representation.
+    """
+
+    def __init__(self, method: nn.Module, probe: nn.Module) -> None:
+        super().__init__()
+        self.method, self.probe = method, probe
+
+    def forward(self, x1: Tensor, x2: Tensor, y: Tensor) -> dict[str, Tensor]:
+        out = self.method(x1, x2)
+        yy = torch.cat([y, y])
+        logits = self.probe(out["feats"].detach().float())
+        ce = F.cross_entropy(logits, yy.clamp(min=0), reduction="none")
+        labeled = (yy >= 0).float()
+        out["probe_loss"] = (ce * labeled).sum() / labeled.sum().clamp(min=1.0)
+        return out
+
+
+def online_probe(feature_dim: int, num_classes: int) -> nn.Module:
+    """The online linear probe: ``BatchNorm1d(affine=False)`` then ``Linear``.
+
+    The parameter-free BatchNorm (as in MAE's linear probe) standardises the features, whose
+    scale drifts during pretraining; without it SGD at lr 0.1 oscillates on raw ResNet
+    features. In eval mode it is a fixed affine map, so the probe stays linear.
+    """
+    return nn.Sequential(
+        nn.BatchNorm1d(feature_dim, affine=False), nn.Linear(feature_dim, num_classes)
+    )
+
+
+def build_train_module(plan: Plan, *, sync_batchnorm: bool = False) -> TrainModule:
+    """The plan's method (its BatchNorms synchronised across processes if ``sync_batchnorm``)
+    and a fresh online probe, in one :class:`TrainModule`."""
+    job = plan.job
+    method, feature_dim = build_method(job.method, job.params, data_spec_dict(plan.spec))
+    if sync_batchnorm:
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    return TrainModule(method, online_probe(feature_dim, plan.spec.num_classes))
+
+
+@dataclass
+class Optimisers:
+    """The method's optimiser and learning-rate schedule, and the online probe's optimiser."""
+
+    optimizer: Optimizer
+    scheduler: LRScheduler
+    probe_optimizer: Optimizer
+
+
+def build_optimisers(plan: Plan, module: TrainModule) -> Optimisers:
+    """The plan's optimiser (``pretrain.optimizer`` with the method's overrides) at
+    ``lr = base_lr * batch_size / 256`` over the method's trainable parameters, its schedule
+    (warm-up of ``warmup_epochs``, cosine to ``min_lr`` over every step of the run), and SGD
+    (momentum 0.9, lr ``pretrain.online_probe_lr``, no weight decay) for the probe."""
+    from vssl.train.optim import build_optimizer, build_scheduler, scaled_lr
+
+    oc, pc = plan.opt_cfg, plan.job.params.pretrain
+    optimizer = build_optimizer(
+        oc["optimizer"],
+        module.method,
+        lr=scaled_lr(oc["base_lr"], pc.batch_size),
+        weight_decay=oc["weight_decay"],
+        momentum=oc["momentum"],
+        lars_eta=oc["lars_eta"],
+    )
+    warmup = round(oc["warmup_epochs"] * plan.steps_per_epoch)
+    total_steps = plan.steps_per_epoch * plan.total_epochs
+    scheduler = build_scheduler(optimizer, warmup, total_steps, oc["min_lr"])
+    probe_optimizer = torch.optim.SGD(
+        module.probe.parameters(), lr=pc.online_probe_lr, momentum=0.9, weight_decay=0.0
+    )
+    return Optimisers(optimizer, scheduler, probe_optimizer)
+
+
+def grad_clip(plan: Plan, method: nn.Module) -> tuple[list[Tensor], float] | None:
+    """``(parameters, max_norm)`` of the method's gradient clipping (``grad_clip_norm``; None:
+    no clipping). Only the method's parameters: the probe has its own loss."""
+    max_norm = plan.opt_cfg.get("grad_clip_norm")
+    if max_norm is None:
+        return None
+    return [p for p in method.parameters() if p.requires_grad], max_norm

@@ -86,6 +86,31 @@ def test_cosine_terms_with_mean_reduction_are_per_coordinate_terms_on_the_sqrt_d
     )
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_per_coordinate_cosine_terms_are_gaussian_terms_of_the_directions(reduction):
+    # isotropic=False: per-coordinate variances on the directions (radius 1 for "sum",
+    # sqrt(d) for "mean"); equal to the isotropic forms when the variances are isotropic.
+    x, lv_q = _gauss(26)
+    mu, lv_p = _gauss(27)
+    r = 1.0 if reduction == "sum" else D**0.5
+    xu, mu_u = r * F.normalize(x, dim=-1), r * F.normalize(mu, dim=-1)
+    torch.testing.assert_close(
+        cosine_nll(x, mu, lv_p, reduction, isotropic=False), gaussian_nll(xu, mu_u, lv_p, reduction)
+    )
+    torch.testing.assert_close(
+        cosine_kl(x, lv_q, mu, lv_p, reduction, isotropic=False),
+        gaussian_kl(xu, lv_q, mu_u, lv_p, reduction),
+    )
+    iso = _iso(lv_p)
+    torch.testing.assert_close(
+        cosine_nll(x, mu, iso, reduction, isotropic=False), cosine_nll(x, mu, iso, reduction)
+    )
+    torch.testing.assert_close(
+        cosine_kl(x, lv_q, mu, iso, reduction, isotropic=False),
+        cosine_kl(x, lv_q, mu, iso, reduction),
+    )
+
+
 @pytest.mark.parametrize("fn", [gaussian_nll, gaussian_kl])
 def test_gaussian_terms_mean_reduction_is_the_sum_over_d(fn):
     a, lv_a = _gauss(23)

@@ -88,6 +88,7 @@ class VariantCfg(_Strict):
 
 
 class MlflowCfg(_Strict):
+    enabled: bool = True  # false: no run, no store, `mlflow` never imported (like --no-mlflow)
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "vssl"
 
@@ -127,10 +128,17 @@ class PretrainCfg(_Strict):
     grad_clip_norm: Float | None = Field(None, gt=0)  # global L2 norm of the method's gradients
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gpu_augment: Literal["auto", True, False] = "auto"
+    # auto: channels-last CNN weights and inputs on CUDA, not on CPU (measured slower there).
+    channels_last: Literal["auto", True, False] = "auto"
+    # auto: torch.compile the training module on CUDA, eager on CPU (falls back to eager).
+    compile: Literal["auto", True, False] = "auto"
     checkpoint_every: Int = Field(10, ge=1)
     knn_every: Int = Field(10, ge=0)
+    eval_every: Int = Field(1, ge=1)  # epochs between online-probe test passes (and the last)
     online_probe_lr: Float = Field(0.1, gt=0)
     log_every: Int = Field(50, ge=1)
+    # SIGTERM/SIGINT: save the last completed epoch before exiting (143/130), to --resume from.
+    checkpoint_on_signal: bool = True
 
 
 class MethodOptimCfg(_Strict):
@@ -161,7 +169,7 @@ class VsslCfg(_MomentumCfg):
     head_input: Literal["projector", "predictor"] = "projector"
     likelihood_variance: Literal["student", "teacher"] = "student"
     reduction: Literal["sum", "mean"] = "mean"
-    direction_variance: Literal["per_coordinate", "isotropic"] = "isotropic"
+    direction_variance: Literal["per_coordinate", "isotropic"] = "per_coordinate"
     logvar_min: Float = -8.0
     logvar_max: Float = 4.0
 

@@ -14,25 +14,28 @@ For the ordered pair (student sees x_a, teacher sees x_b), with ``sigma^2 = exp(
     L          = 0.5 * (L(a=x2, b=x1) + L(a=x1, b=x2))
 
 The likelihood is the cross-view denoising term: the teacher's embedding of the other view
-explained by the student's sample, under the student's variance
-(``likelihood_variance="student"``)::
+explained by the student's sample, under the student's variances
+(``likelihood_variance="student"``). With ``u(a) = sqrt(d) a / |a|`` the direction of ``a`` on
+the sphere of radius sqrt(d) (the cosine forms)::
 
-    cosine:    -log p = (1 - cos(z, mu_t)) / v_s + 0.5 * log(2 pi v_s),   v_s = mean_j sigma_s,j^2
+    cosine:    -log p = mean_j 0.5 [ (u(mu_t)_j - u(z)_j)^2 / sigma_s,j^2 + log(2 pi sigma_s,j^2) ]
     gaussian:  -log p = mean_j 0.5 [ (mu_t,j - z_j)^2 / sigma_s,j^2 + log(2 pi sigma_s,j^2) ]
 
-and the KL is closed form (cosine: its mean term on directions, with the prior's isotropic v_t)::
+and the KL is closed form::
 
-    cosine:    KL = (1 - cos(mu_s, mu_t)) / v_t + mean_j 0.5 [ log(sigma_t,j^2 / sigma_s,j^2)
-                                                              + sigma_s,j^2 / sigma_t,j^2 - 1 ]
-    gaussian:  KL = mean_j 0.5 [ log(sigma_t,j^2 / sigma_s,j^2)
-                                 + (sigma_s,j^2 + (mu_s,j - mu_t,j)^2) / sigma_t,j^2 - 1 ]
+    cosine:    KL = mean_j 0.5 [ log(sigma_t,j^2 / sigma_s,j^2) + (sigma_s,j^2
+                                 + (u(mu_s)_j - u(mu_t)_j)^2) / sigma_t,j^2 - 1 ]
+    gaussian:  the same with mu_s, mu_t in place of u(mu_s), u(mu_t)
+
+With one variance per sample (``direction_variance="isotropic"``) the cosine mean terms are
+``(1 - cos) / v``, ``v = mean_j sigma_j^2``.
 
 All terms are nats per latent coordinate (``reduction="mean"``; the cosine terms are the
-Gaussian terms of the directions scaled to radius sqrt(d)). The three switches
-``head_input``, ``likelihood_variance`` and ``reduction`` are this implementation's fixes of the
-2025 reading, whose form (``"predictor"``, ``"teacher"``, ``"sum"``) collapses at the paper's
-learning rate; docs/method.md, "Why the first reading collapsed", has the measurements. See
-:mod:`vssl.losses` for each term.
+Gaussian terms of the directions scaled to radius sqrt(d)). The switches ``head_input``,
+``likelihood_variance``, ``reduction`` and ``direction_variance`` are this implementation's
+fixes of the 2025 reading, whose form (``"predictor"``, ``"teacher"``, ``"sum"``,
+``"isotropic"``) collapses at the paper's learning rate; docs/method.md ("Why the first
+reading collapsed") has the measurements. See :mod:`vssl.losses` for each term.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def vssl_pair_terms(
     prior: Literal["teacher", "standard_normal"] = "teacher",
     likelihood_variance: Literal["student", "teacher"] = "student",
     reduction: Literal["sum", "mean"] = "mean",
-    direction_variance: Literal["per_coordinate", "isotropic"] = "isotropic",
+    direction_variance: Literal["per_coordinate", "isotropic"] = "per_coordinate",
 ) -> tuple[Tensor, Tensor]:
     """Per-sample ``(likelihood, KL)`` terms, each (B,), for one ordered pair of views.
 
@@ -133,7 +136,7 @@ class VSSL(MomentumMethod):
         head_input: Literal["projector", "predictor"] = "projector",
         likelihood_variance: Literal["student", "teacher"] = "student",
         reduction: Literal["sum", "mean"] = "mean",
-        direction_variance: Literal["per_coordinate", "isotropic"] = "isotropic",
+        direction_variance: Literal["per_coordinate", "isotropic"] = "per_coordinate",
         tau_base: float = 0.99,
         tau_final: float = 1.0,
         logvar_min: float = -8.0,

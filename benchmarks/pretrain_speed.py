@@ -1,7 +1,7 @@
 """Images per second of the pretraining engine's step: VSSL vs BYOL, interleaved in one run.
 
 A step is exactly what ``vssl pretrain`` does per iteration with batched augmentation: draw a
-batch of uint8 cifar10-mini images, ``GPUTwoViewAugment`` (here on CPU), forward of student,
+batch of uint8 cifar10-mini images, ``TensorTwoViewAugment`` (here on CPU), forward of student,
 teacher and online probe (``TrainModule``), backward, LARS + probe SGD steps
 (``vssl.train.engine.train_step``), scheduler step and EMA update. Images per second =
 batch / step time (each image gives two views).
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from accelerate import Accelerator
 
-    from vssl.augment import GPUTwoViewAugment, get_preset
+    from vssl.augment import TensorTwoViewAugment, get_preset
     from vssl.config import load_params
     from vssl.data import get_spec, load_tensors
     from vssl.io import write_json
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     images, labels = load_tensors(args.dataset, "train", params)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     images, labels = images.to(acc.device), labels.to(acc.device)
-    augment = GPUTwoViewAugment(get_preset(spec.preset), spec.mean, spec.std).to(acc.device)
+    augment = TensorTwoViewAugment(get_preset(spec.preset), spec.mean, spec.std).to(acc.device)
 
     configs = [build_config(m, w, args, acc, spec) for w in args.widths for m in args.methods]
     for cfg in configs:  # warm-up (allocator, kernels), untimed

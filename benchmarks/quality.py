@@ -23,7 +23,8 @@ Outputs under ``--out``: ``runs/ENTRY/lrF/`` (checkpoint, metrics, history), ``f
 ``probes/ENTRY/lrF.json``, ``logs/``, ``tuning.csv`` (one row per trial), ``tuning.md``,
 ``tuning.json`` (settings, trials, choice) and ``tuned_variants.yaml``: one variant per entry at
 its chosen lr, to paste under ``variants:`` in params.yaml and list in a profile's grid.
-A trial whose probe exists is not repeated (the folder resumes); a killed pretraining resumes.
+A trial whose probe exists is not repeated (the folder resumes); a killed pretraining resumes
+from its last completed epoch.
 """
 
 from __future__ import annotations
@@ -209,9 +210,8 @@ def run_trial(trial: Trial, args: argparse.Namespace, dataset: str) -> dict[str,
     if not trial.probe.is_file():
         t0 = time.perf_counter()
         pre = ["--dataset", dataset, "--method", trial.entry, "--seed", str(args.seed)]
-        pre += ["--out", str(trial.run_dir), "--set", trial.override, "--no-progress"]
-        if (trial.run_dir / "checkpoint.pt").exists():
-            pre.append("--resume")
+        # --resume: continue a killed trial (a fresh folder simply starts)
+        pre += ["--out", str(trial.run_dir), "--set", trial.override, "--no-progress", "--resume"]
         if _stage(trial, "pretrain", args, pre) == EXIT_NONFINITE:
             return {**row, "status": "nonfinite", "seconds": time.perf_counter() - t0}
         ext = ["--checkpoint", str(trial.run_dir / "checkpoint.pt"), "--dataset", dataset]

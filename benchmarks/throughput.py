@@ -1,34 +1,46 @@
 """Pretraining throughput: VSSL vs our BYOL vs lightly's BYOL, interleaved in one process.
 
-One *step* is what a pretraining iteration does: (optionally) augment a batch into two views,
-forward both views through student and teacher, backward, optimiser step, EMA update.
+One *step* of ours is the engine's own: the batched augmentation module ``vssl pretrain``
+uses (:class:`vssl.augment.TensorTwoViewAugment`), then :func:`vssl.train.engine.train_step`
+(forward of both views through student, teacher and the online probe, the non-finite check
+queued on the device, backward, LARS + probe SGD steps), the scheduler step and the EMA update
+(``Method.momentum_update``), on Accelerate with the engine's mixed precision. lightly's BYOL
+uses lightly's BYOLProjectionHead, BYOLPredictionHead, NegativeCosineSimilarity and
+update_momentum around the same backbone, batch, input, augmentation and LARS (no online probe).
 Images per second = batch size / step time (each image yields two views).
 
 Every (method, width, augmentation) configuration runs `--steps` timed steps after `--warmup`
-untimed ones, and the configurations are *interleaved* over `--repeats` rounds so that machine
-noise hits all of them alike; ratios are computed within each round, then summarised (median,
-min, max). lightly's BYOL uses lightly's own BYOLProjectionHead, BYOLPredictionHead,
-NegativeCosineSimilarity and update_momentum around the same backbone, batch and input size.
+untimed ones, with no host sync inside the timed loop (the device runs ahead as in training);
+the configurations are *interleaved* over `--repeats` rounds so that machine noise hits all of
+them alike; ratios are computed within each round, then summarised (median, min, max). The
+augmentation's share of the step is timed separately (the same number of batches alone). Where
+``nvidia-smi`` exists, a background thread samples ``utilization.gpu`` during the timed steps
+(the percentage of time a kernel was running): a host-bound step shows up as a low figure.
 
     python benchmarks/throughput.py                       # widths 16 and 64, batch 256, 32 px
     python benchmarks/throughput.py --widths 16 --repeats 2 --steps 2   # a quick look
+    python benchmarks/throughput.py --batch-sizes 256 512 --augs none batched   # GPU table
     python benchmarks/throughput.py plot fig.png a.json b.json          # one figure of saved runs
 
 Augmentation modes: ``none`` (views made once: model work only), ``cpu`` (per-sample
-torchvision v2, what DataLoader workers do) and ``batched`` (kornia on the whole batch on the
-device: the engine's default for in-memory data). The data pipeline's share of the step time is
-reported for each. On a GPU, bf16 autocast and channels-last are on by default.
+torchvision v2, what DataLoader workers do), ``batched`` (the engine's plain-tensor batched
+augmentation on the whole batch on the device: its default for in-memory data) and ``kornia``
+(the kornia implementation of the same recipe). On a GPU, bf16 autocast and channels-last are
+on by default; ``--compile`` compiles the models (``pretrain.compile``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import threading
 import time
-from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,20 +48,32 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from vssl.augment import GPUTwoViewAugment, TwoViewTransform, get_preset
-from vssl.methods import build
-from vssl.models import build_backbone
-from vssl.train.optim import build_optimizer
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from vssl.augment import (  # noqa: E402
+    GPUTwoViewAugment,
+    TensorTwoViewAugment,
+    TwoViewTransform,
+    get_preset,
+)
+from vssl.methods import build  # noqa: E402
+from vssl.models import build_backbone  # noqa: E402
+from vssl.train.optim import build_optimizer, build_scheduler  # noqa: E402
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 HEADS = {"proj_hidden_dim": 4096, "pred_hidden_dim": 4096}  # solo-learn's CIFAR defaults
+TOTAL_STEPS = 1000  # the schedule (warm-up + cosine) and tau schedule the steps walk along
 
 
-def load_images(data_root: Path, n: int) -> torch.Tensor:
-    """n real CIFAR-10 images, uint8 (n, 3, 32, 32), from cifar10-mini."""
-    arr = np.load(data_root / "cifar10-mini" / "train.npz")["images"][:n]
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+def load_images(data_root: Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n real CIFAR-10 images, uint8 (n, 3, 32, 32), and labels, from cifar10-mini."""
+    data = np.load(data_root / "cifar10-mini" / "train.npz")
+    arr, labels = data["images"][:n], data["labels"][:n]
+    images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+    return images, torch.from_numpy(labels.astype(np.int64))
 
 
 class LightlyBYOL(nn.Module):
@@ -88,96 +112,179 @@ class LightlyBYOL(nn.Module):
         return tau
 
 
-def make_model(method: str, width: int, device: torch.device, channels_last: bool) -> nn.Module:
+def make_model(method: str, width: int) -> tuple[nn.Module, int]:
+    """(model, feature_dim): our method (``vssl``, ``byol-ours``) or lightly's BYOL."""
     torch.manual_seed(0)
     backbone, dim = build_backbone("resnet18", width=width, in_channels=3, image_size=32)
     if method == "byol-lightly":
-        model: nn.Module = LightlyBYOL(backbone, dim)
-    else:
-        name = method.removesuffix("-ours")
-        cfg = dict(HEADS)
-        cfg["latent_dim" if name == "vssl" else "proj_output_dim"] = 256
-        model = build(name, cfg, backbone, dim)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+        return LightlyBYOL(backbone, dim), dim
+    name = method.removesuffix("-ours")
+    cfg = dict(HEADS)
+    cfg["latent_dim" if name == "vssl" else "proj_output_dim"] = 256
+    return build(name, cfg, backbone, dim), dim
+
+
+class GpuUtilisation:
+    """Samples ``nvidia-smi --query-gpu=utilization.gpu`` in a background thread while
+    entered; ``samples`` holds the percentages (the busiest GPU of each sample). Inert where
+    ``nvidia-smi`` does not exist."""
+
+    def __init__(self, period_s: float = 0.1) -> None:
+        self.exe = shutil.which("nvidia-smi")
+        self.period_s = period_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        cmd = [self.exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=5).stdout
+                values = [float(v) for v in out.split() if v.strip().replace(".", "").isdigit()]
+                if values:
+                    self.samples.append(max(values))
+            except (OSError, subprocess.SubprocessError, ValueError):
+                return
+            self._stop.wait(self.period_s)
+
+    def __enter__(self) -> GpuUtilisation:
+        if self.exe:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    def mean(self) -> float | None:
+        return statistics.fmean(self.samples) if self.samples else None
 
 
 class Runner:
-    """One configuration: model + optimiser + a way to make a batch of two views."""
+    """One configuration: model + optimisers + a way to make a batch of two views."""
 
     def __init__(
         self,
         method: str,
         width: int,
+        batch_size: int,
         aug: str,
         args: argparse.Namespace,
         images: torch.Tensor,
-        device: torch.device,
+        labels: torch.Tensor,
+        accelerator,
     ) -> None:
-        self.method, self.width, self.aug = method, width, aug
-        self.device, self.args = device, args
-        self.model = make_model(method, width, device, args.channels_last)
-        # The same optimiser for all three, so the comparison is about the methods.
-        self.opt = build_optimizer("lars", self.model, lr=0.1, weight_decay=1e-5)
+        from vssl.train.assembly import TrainModule, compile_train_module, online_probe
+        from vssl.train.guards import NonFiniteWatch
+
+        self.method, self.width, self.batch_size, self.aug = method, width, batch_size, aug
+        self.acc, self.args = accelerator, args
+        self.device = device = accelerator.device
+        self.ours = method != "byol-lightly"
+        model, dim = make_model(method, width)
+        fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+        # The same optimiser (LARS) for all three, so the comparison is about the methods.
+        opt = build_optimizer("lars", model, lr=0.1, weight_decay=1e-5)
+        self.sched = build_scheduler(opt, 10, TOTAL_STEPS)
+        if self.ours:  # the engine's training module: the method plus the online probe
+            module = TrainModule(model, online_probe(dim, 10)).to(memory_format=fmt)
+            if args.compile:
+                compile_train_module(module)
+            probe_opt = torch.optim.SGD(module.probe.parameters(), lr=0.1, momentum=0.9)
+            self.model, self.opt, self.probe_opt = accelerator.prepare(module, opt, probe_opt)
+            self.net = model
+            self.watch = NonFiniteWatch(device)
+        else:
+            self.net = self.model = model.to(device, memory_format=fmt)
+            self.opt = opt
+            if args.compile:
+                self.model.training_step = torch.compile(self.model.training_step)
         self.step_no = 0
-        self.images = images
+        self.images, self.labels = images, labels
         recipe = get_preset("cifar")
         self.cpu_aug = TwoViewTransform(recipe, CIFAR_MEAN, CIFAR_STD)
-        self.gpu_aug = GPUTwoViewAugment(recipe, CIFAR_MEAN, CIFAR_STD).to(device)
-        self.gpu_images = images.to(device)
+        self.engine_aug = TensorTwoViewAugment(
+            recipe, CIFAR_MEAN, CIFAR_STD, channels_last=args.channels_last
+        ).to(device)
+        self.kornia_aug = GPUTwoViewAugment(recipe, CIFAR_MEAN, CIFAR_STD).to(device)
+        self.dev_images, self.dev_labels = images.to(device), labels.to(device)
         # "none": views augmented once up front, so only the model's work is timed.
-        v1, v2 = self.gpu_aug(self.gpu_images[: args.batch_size])
-        self.fixed = (v1, v2)
-        self.data_time = 0.0
+        self.fixed = (*self.engine_aug(self.dev_images[:batch_size]), self.dev_labels[:batch_size])
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        b = self.args.batch_size
-        idx = torch.randint(0, len(self.images), (b,))
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, fmt = self.batch_size, torch.channels_last if self.args.channels_last else None
         if self.aug == "none":
             return self.fixed
         if self.aug == "cpu":
+            idx = torch.randint(0, len(self.images), (b,))
             views = [self.cpu_aug(self.images[i]) for i in idx.tolist()]
-            v1 = torch.stack([v[0] for v in views]).to(self.device, non_blocking=True)
-            v2 = torch.stack([v[1] for v in views]).to(self.device, non_blocking=True)
-            return v1, v2
-        return self.gpu_aug(self.gpu_images[idx.to(self.device)])
+            v1, v2 = (torch.stack([v[k] for v in views]) for k in (0, 1))
+            if fmt is not None:
+                v1, v2 = v1.contiguous(memory_format=fmt), v2.contiguous(memory_format=fmt)
+            y = self.labels[idx]
+            return (
+                v1.to(self.device, non_blocking=True),
+                v2.to(self.device, non_blocking=True),
+                y.to(self.device, non_blocking=True),
+            )
+        idx = torch.randint(0, len(self.dev_images), (b,), device=self.device)
+        if self.aug == "kornia":
+            v1, v2 = self.kornia_aug(self.dev_images[idx])
+            if fmt is not None:
+                v1, v2 = v1.contiguous(memory_format=fmt), v2.contiguous(memory_format=fmt)
+            return v1, v2, self.dev_labels[idx]
+        return (*self.engine_aug(self.dev_images[idx]), self.dev_labels[idx])
 
     def step(self) -> None:
-        sync(self.device)
-        t0 = time.perf_counter()
-        x1, x2 = self.batch()
-        if self.args.channels_last:
-            x1 = x1.contiguous(memory_format=torch.channels_last)
-            x2 = x2.contiguous(memory_format=torch.channels_last)
-        sync(self.device)
-        self.data_time += time.perf_counter() - t0
-        amp = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.args.bf16 and self.device.type == "cuda"
-            else nullcontext()
-        )
-        with amp:
-            loss = self.model.training_step(x1, x2)["loss"]
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.model.momentum_update(self.step_no, 1000)
-        self.step_no += 1
+        from vssl.train.engine import train_step
 
-    def measure(self, warmup: int, steps: int) -> tuple[float, float]:
-        """(images per second, data share of the step time) over `steps` timed steps."""
+        x1, x2, y = self.batch()
+        self.step_no += 1
+        if self.ours:
+            train_step(
+                self.acc,
+                self.model,
+                (self.opt, self.probe_opt),
+                x1,
+                x2,
+                y,
+                check=lambda loss, s=self.step_no: self.watch.observe(loss, s),
+            )
+        else:
+            amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16)
+            with amp:
+                loss = self.model.training_step(x1, x2)["loss"]
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        self.sched.step()
+        self.net.momentum_update(self.step_no, TOTAL_STEPS)
+
+    def measure(self, warmup: int, steps: int, util: GpuUtilisation) -> tuple[float, float]:
+        """(images per second, augmentation share of the step time) over ``steps`` timed
+        steps; the augmentation alone is timed over as many batches right after."""
         for _ in range(warmup):
             self.step()
-        self.data_time = 0.0
         sync(self.device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        sync(self.device)
-        dt = time.perf_counter() - t0
-        return steps * self.args.batch_size / dt, self.data_time / dt
+        with util:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                self.step()
+            sync(self.device)
+            dt = time.perf_counter() - t0
+        data = 0.0
+        if self.aug != "none":
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                self.batch()
+            sync(self.device)
+            data = time.perf_counter() - t0
+        return steps * self.batch_size / dt, min(1.0, data / dt)
 
 
 def sync(device: torch.device) -> None:
@@ -195,23 +302,38 @@ def summarise(values: list[float]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from accelerate import Accelerator
+
     device = torch.device(args.device)
     torch.set_flush_denormal(True)  # as the engine does: denormals slow CPU kernels ~3x
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the engine does
+    acc = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if args.bf16 else "no")
     torch.manual_seed(0)
-    images = load_images(Path(args.data_root), args.n_images)
+    images, labels = load_images(Path(args.data_root), args.n_images)
     augs = args.augs or ["none", "cpu", "batched"]
-    configs = [(m, w, a) for w in args.widths for a in augs for m in args.methods]
-    runners = {c: Runner(*c, args, images, device) for c in configs}
+    configs = [
+        (m, w, b, a)
+        for w in args.widths
+        for b in args.batch_sizes
+        for a in augs
+        for m in args.methods
+    ]
+    runners = {c: Runner(*c, args, images, labels, acc) for c in configs}
     ips: dict[tuple, list[float]] = {c: [] for c in configs}
     share: dict[tuple, list[float]] = {c: [] for c in configs}
+    util: dict[tuple, GpuUtilisation] = {c: GpuUtilisation() for c in configs}
     for r in range(args.repeats):
         for c in configs:  # interleaved: every config once per round
-            v, s = runners[c].measure(args.warmup if r == 0 else 1, args.steps)
+            v, s = runners[c].measure(args.warmup if r == 0 else 1, args.steps, util[c])
             ips[c].append(v)
             share[c].append(s)
+            u = util[c].mean()
             print(
-                f"round {r} {c[0]:>13} width {c[1]:>3} aug {c[2]:>4}: {v:8.1f} img/s "
-                f"(data {100 * s:4.1f}% of step)",
+                f"round {r} {c[0]:>13} width {c[1]:>3} batch {c[2]:>4} aug {c[3]:>7}: "
+                f"{v:8.1f} img/s (augmentation {100 * s:4.1f}% of a step"
+                + (f", GPU busy {u:.0f}%" if u is not None else "")
+                + ")",
                 flush=True,
             )
     rows = []
@@ -220,24 +342,32 @@ def run(args: argparse.Namespace) -> dict:
             {
                 "method": c[0],
                 "width": c[1],
-                "aug": c[2],
+                "batch_size": c[2],
+                "aug": c[3],
                 "images_per_s": summarise(ips[c]),
                 "data_share": summarise(share[c]),
+                "gpu_util_percent": util[c].mean(),
             }
         )
     ratios = []
+    pairs = [
+        ("vssl/byol-ours", "vssl", "byol-ours"),
+        ("byol-ours/byol-lightly", "byol-ours", "byol-lightly"),
+        ("vssl/byol-lightly", "vssl", "byol-lightly"),
+    ]
     for w in args.widths:
-        for a in augs:
-            pairs = [
-                ("vssl/byol-ours", "vssl", "byol-ours"),
-                ("byol-ours/byol-lightly", "byol-ours", "byol-lightly"),
-            ]
-            for label, num, den in pairs:
-                if (num, w, a) in ips and (den, w, a) in ips:
-                    per_round = [
-                        x / y for x, y in zip(ips[(num, w, a)], ips[(den, w, a)], strict=True)
-                    ]
-                    ratios.append({"ratio": label, "width": w, "aug": a, **summarise(per_round)})
+        for b in args.batch_sizes:
+            for a in augs:
+                for label, num, den in pairs:
+                    if (num, w, b, a) in ips and (den, w, b, a) in ips:
+                        per_round = [
+                            x / y
+                            for x, y in zip(ips[(num, w, b, a)], ips[(den, w, b, a)], strict=True)
+                        ]
+                        ratios.append(
+                            {"ratio": label, "width": w, "batch_size": b, "aug": a}
+                            | summarise(per_round)
+                        )
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device)
@@ -245,11 +375,12 @@ def run(args: argparse.Namespace) -> dict:
         else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_sizes[0] if len(args.batch_sizes) == 1 else args.batch_sizes,
         "image_size": 32,
         "backbone": "resnet18",
-        "bf16": bool(args.bf16 and device.type == "cuda"),
+        "bf16": bool(args.bf16),
         "channels_last": args.channels_last,
+        "compile": args.compile,
         "steps": args.steps,
         "repeats": args.repeats,
         "rows": rows,
@@ -258,26 +389,36 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def markdown(res: dict) -> str:
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}%"
+
     out = [
         f"Throughput on {res['device']} ({res['date']}), torch {res['torch']}, "
         f"batch {res['batch_size']}, {res['image_size']} px, bf16={res['bf16']}, "
-        f"channels_last={res['channels_last']}; {res['repeats']} interleaved rounds of "
-        f"{res['steps']} steps. Command: `{res['command']}`",
+        f"channels_last={res['channels_last']}, compile={res.get('compile', False)}; "
+        f"{res['repeats']} interleaved rounds of {res['steps']} steps. "
+        f"Command: `{res['command']}`",
         "",
-        "| method | width | augmentation | images/s (median) | min-max | data share |",
-        "|---|---:|---|---:|---:|---:|",
+        "| method | width | batch | augmentation | images/s (median) | min-max "
+        "| augmentation share | GPU busy |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in res["rows"]:
         i, s = r["images_per_s"], r["data_share"]
         out.append(
-            f"| {r['method']} | {r['width']} | {r['aug']} | {i['median']:.1f} | "
-            f"{i['min']:.1f}-{i['max']:.1f} | {100 * s['median']:.0f}% |"
+            f"| {r['method']} | {r['width']} | {r.get('batch_size', res['batch_size'])} | "
+            f"{r['aug']} | {i['median']:.1f} | {i['min']:.1f}-{i['max']:.1f} | "
+            f"{100 * s['median']:.0f}% | {pct(r.get('gpu_util_percent'))} |"
         )
-    out += ["", "| ratio | width | augmentation | median | min-max |", "|---|---:|---|---:|---:|"]
+    out += [
+        "",
+        "| ratio | width | batch | augmentation | median | min-max |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
     for r in res["ratios"]:
         out.append(
-            f"| {r['ratio']} | {r['width']} | {r['aug']} | {r['median']:.3f} | "
-            f"{r['min']:.3f}-{r['max']:.3f} |"
+            f"| {r['ratio']} | {r['width']} | {r.get('batch_size', res['batch_size'])} | "
+            f"{r['aug']} | {r['median']:.3f} | {r['min']:.3f}-{r['max']:.3f} |"
         )
     return "\n".join(out) + "\n"
 
@@ -296,7 +437,8 @@ def figure(results: list[dict], path: str | Path) -> Path:
 
     rows = [
         {
-            "panel": f"{res['device']}, width {r['width']}",
+            "panel": f"{res['device']}, width {r['width']}"
+            + (f", batch {r['batch_size']}" if "batch_size" in r else ""),
             "method": r["method"],
             "augmentation": r["aug"],
             "median": r["images_per_s"]["median"],
@@ -356,13 +498,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--augs",
         nargs="+",
-        choices=["none", "cpu", "batched"],
+        choices=["none", "cpu", "batched", "kornia"],
         default=None,
         help="none: views made once, model work only; cpu: per-sample torchvision v2; "
-        "batched: kornia on the whole batch on the device (the engine's default for "
-        "in-memory data)",
+        "batched: the engine's batched augmentation (plain tensor ops) on the whole batch on "
+        "the device (its default for in-memory data); kornia: the same recipe with kornia "
+        "(default: none cpu batched)",
     )
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-sizes", "--batch-size", dest="batch_sizes", type=int, nargs="+",
+                   default=[256])  # fmt: skip
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
@@ -374,7 +518,14 @@ def main(argv: list[str] | None = None) -> int:
         help="bf16 autocast (default: on for GPU)",
     )
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared/data"))
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the models (pretrain.compile)"
+    )
+    p.add_argument(
+        "--data-root",
+        default=os.environ.get("VSSL_DATA_ROOT", str(ROOT.parent / "shared" / "data")),
+        help="holds cifar10-mini/train.npz (default: $VSSL_DATA_ROOT, else ../shared/data)",
+    )
     p.add_argument("--out", default=None, help="JSON results path (a .md table is written beside)")
     args = p.parse_args(argv)
     gpu = args.device.startswith("cuda")

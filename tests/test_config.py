@@ -17,6 +17,7 @@ from vssl.config import (
     load_params,
     load_raw,
     parse_override,
+    resolve,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,7 +224,7 @@ def _int_fields(model: type, tree: dict, prefix: str = "") -> list[tuple[str, st
 
 def test_numeric_fields_reject_booleans() -> None:
     """pydantic's lax mode reads `true` as 1: `pretrain.epochs: true` trained one epoch and
-    `pretrain.base_lr: true` gave lr 1.0."""
+    `methods.vssl.optimizer.base_lr: true` gave lr 1.0."""
     from vssl.config import Params
 
     tree = load_params(PARAMS, profile="smoke").to_dict()
@@ -231,7 +232,7 @@ def test_numeric_fields_reject_booleans() -> None:
     paths = {p for p, _ in fields}
     assert {"grid.seeds", "pretrain.epochs", "pretrain.batch_size", "extract.batch_size"} <= paths
     assert {"pretrain.epochs_by_dataset", "probe.knn.k", "datasets.cifar10_mini.test_size"} <= paths
-    assert {"pretrain.base_lr", "methods.vssl.beta", "probe.linear.weight_decays"} <= paths
+    assert {"pretrain.momentum", "methods.vssl.beta", "probe.linear.weight_decays"} <= paths
     raw = load_raw(PARAMS)
 
     def in_file(path: str) -> bool:  # overrides may only set keys the file (or a profile) has
@@ -283,3 +284,23 @@ def test_relative_sqlite_uri_resolves_against_the_params_file(
     assert p.tracking_uri() == "sqlite:///relative.db"
     # The resolved config (logged to MLflow, stored in checkpoints) keeps the file's value.
     assert p.to_dict()["mlflow"]["tracking_uri"] == "sqlite:///mlflow.db"
+
+
+def test_every_optimiser_value_takes_effect_or_is_refused() -> None:
+    # base_lr and weight_decay live in each method's block only: pretrain has none to shadow.
+    with pytest.raises(ConfigError, match="no key 'base_lr' under pretrain"):
+        load_params(PARAMS, overrides=["pretrain.base_lr=0.5"])
+    tree = load_raw(PARAMS)
+    del tree["methods"]["byol"]["optimizer"]["weight_decay"]
+    with pytest.raises(ConfigError, match=r"methods.byol.optimizer.weight_decay: required"):
+        resolve(tree, profile="smoke")
+    tree = load_raw(PARAMS)
+    tree["methods"]["random"] = {"optimizer": {"base_lr": 0.1}}
+    with pytest.raises(ConfigError, match=r"methods.random.optimizer.base_lr: `random` is never"):
+        resolve(tree, profile="smoke")
+    p = load_params(PARAMS, overrides=["methods.byol.optimizer.base_lr=0.2"])
+    assert p.optimizer_cfg("byol")["base_lr"] == 0.2 and p.optimizer_cfg("vssl")["base_lr"] == 1.0
+    # grad_clip_norm: pretrain's for every method, unless the method sets its own
+    p = load_params(PARAMS, overrides=["pretrain.grad_clip_norm=5.0"])
+    assert p.optimizer_cfg("byol")["grad_clip_norm"] == 5.0
+    assert p.optimizer_cfg("vssl")["grad_clip_norm"] == 1.0

@@ -80,3 +80,25 @@ def test_write_text_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> No
     write_text(tmp_path / "a" / "x.txt", "hello")
     assert (tmp_path / "a" / "x.txt").read_text() == "hello"
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.txt"]
+
+
+def test_remove_stale_temporaries_matches_what_atomic_writes_leave(tmp_path: Path) -> None:
+    """What a write killed outright (SIGKILL) leaves: the temporary file atomic_path made."""
+    from vssl.io import atomic_path, remove_stale_temporaries
+
+    names = []
+    for name in ("checkpoint.pt", "checkpoint.partial.pt", "history.csv"):
+        with atomic_path(tmp_path / name) as tmp:
+            tmp.write_text("done")
+            names.append(tmp.name)
+    for leftover in names:  # as if each process had died before its rename
+        (tmp_path / leftover).write_text("half")
+    keep = [tmp_path / ".other.pt.x1.tmp.pt", tmp_path / "notes.tmp"]
+    for p in keep:
+        p.write_text("not ours")
+    removed = remove_stale_temporaries(tmp_path, ["checkpoint.pt", "checkpoint.partial.pt"])
+    assert sorted(p.name for p in removed) == sorted(names[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [names[2], "checkpoint.pt", "checkpoint.partial.pt", "history.csv", *(p.name for p in keep)]
+    )
+    assert remove_stale_temporaries(tmp_path / "missing", ["checkpoint.pt"]) == []

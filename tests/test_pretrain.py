@@ -229,6 +229,46 @@ def test_augmentation_paths_on_cpu(smoke_params, mlflow_uri, tmp_path, setting):
     assert m["gpu_augment"] is (setting != "false") and math.isfinite(m["loss"])
 
 
+# Pretraining where MLflow is not installed: with None in sys.modules, `import mlflow` raises
+# ImportError and importlib.util.find_spec("mlflow") says it is absent (as Accelerate asks).
+_WITHOUT_MLFLOW = """
+import sys
+
+sys.modules["mlflow"] = None
+from vssl.cli import main
+code = main(sys.argv[1:])
+loaded = sys.modules["mlflow"] is not None or any(m.startswith("mlflow.") for m in sys.modules)
+print("mlflow imported:", loaded)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("how", [["--no-mlflow"], ["--set", "mlflow.enabled=false"]])
+def test_pretrain_without_mlflow(data_root, tmp_path, how):
+    """With MLflow disabled a run neither imports mlflow nor creates a store."""
+    import os
+
+    out = tmp_path / "run"
+    db = tmp_path / "store" / "mlflow.db"
+    env = {**os.environ, "VSSL_DATA_ROOT": str(data_root), "OMP_NUM_THREADS": "1"}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{db}", PYTHONPATH=str(ROOT))
+    argv = pretrain_args(out, "byol", sets=["pretrain.knn_every=1"], extra=how)
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_MLFLOW, *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "mlflow imported: False" in proc.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["mlflow_run_id"] is None and m["knn_top1"] is not None
+    assert not db.parent.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no mlruns/ or mlartifacts/
+
+
 def _no_runs(mlflow_uri: str) -> bool:
     db = Path(mlflow_uri.removeprefix("sqlite:///"))
     if not db.exists():
@@ -265,6 +305,45 @@ def test_bad_inputs_fail_early_without_outputs(
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+    assert _no_runs(mlflow_uri)
+
+
+@pytest.mark.parametrize("kind", ["file", "parent_is_file", "not_writable"])
+def test_unusable_out_fails_before_any_work(
+    smoke_params, mlflow_uri, tmp_path, monkeypatch, capsys, kind
+):
+    """An --out that can never hold the run is refused before data, model or MLflow run."""
+    import os
+
+    import vssl.data
+    import vssl.train.assembly
+
+    if kind == "file":
+        out = tmp_path / "run"
+        out.write_text("not a folder")
+        message = f"--out folder {out} exists and is a file, not a folder"
+    elif kind == "parent_is_file":
+        (tmp_path / "blocker").write_text("a file")
+        out = tmp_path / "blocker" / "run"
+        message = f"{tmp_path / 'blocker'} is a file, not a folder"
+    else:  # a read-only folder (simulated: root may write anywhere)
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        out = ro / "run"
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, m: Path(p) != ro and real_access(p, m))
+        message = f"{ro} is not writable"
+
+    def forbidden(*a, **k):
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(vssl.data, "load_tensors", forbidden)
+    monkeypatch.setattr(vssl.data, "build_dataset", forbidden)
+    monkeypatch.setattr(vssl.train.assembly, "build_train_module", forbidden)
+    assert main(pretrain_args(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vssl pretrain: error: ") and message in err[-1], err
+    assert "Traceback" not in "\n".join(err)
     assert _no_runs(mlflow_uri)
 
 
@@ -305,9 +384,9 @@ def test_nonfinite_loss_stops_with_step_and_checkpoint(
     assert main(pretrain_args(out, "byol", epochs=2, sets=["pretrain.checkpoint_every=1"])) == 3
     err = capsys.readouterr().err
     assert "non-finite loss at optimiser step 6 (epoch 2)" in err
-    assert f"last good checkpoint is {out / 'checkpoint.pt'}" in err
-    assert not (out / "metrics.json").exists()
-    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert f"last good checkpoint is {out / 'checkpoint.partial.pt'}" in err
+    assert not (out / "metrics.json").exists() and not (out / "checkpoint.pt").exists()
+    assert torch.load(out / "checkpoint.partial.pt", weights_only=True)["epoch"] == 1
     c = MlflowClient(mlflow_uri)
     runs = [r for e in c.search_experiments() for r in c.search_runs([e.experiment_id])]
     assert [r.info.status for r in runs] == ["FAILED"]

@@ -20,7 +20,7 @@ from vssl.eval.features import (
     validate_arrays,
 )
 from vssl.eval.knn import knn_accuracy, knn_classify, knn_classify_multi, knn_predict
-from vssl.eval.linear import fit_logistic_regression, linear_probe, stratified_split
+from vssl.eval.linear import fit_logistic_regression, linear_probe, validation_split
 from vssl.eval.metrics import class_rank, topk_accuracy
 from vssl.eval.probe import run_probes, write_report
 from vssl.eval.uncertainty import auroc, error_auroc, mean_variance, sidecar_path
@@ -215,13 +215,13 @@ def test_knn_clamps_k_with_a_warning() -> None:
 # ------------------------------------------------------------------ linear probe
 
 
-def test_stratified_split() -> None:
+def test_validation_split() -> None:
     y = np.repeat(np.arange(4), [50, 30, 20, 1])
-    fit, val = stratified_split(y, 0.1, seed=0)
+    fit, val = validation_split(y, 0.1, seed=0)
     assert np.intersect1d(fit, val).size == 0 and np.union1d(fit, val).size == y.size
     assert np.bincount(y[val], minlength=4).tolist() == [5, 3, 2, 0]  # singleton stays in fit
-    np.testing.assert_array_equal(stratified_split(y, 0.1, seed=0)[1], val)
-    assert not np.array_equal(stratified_split(y, 0.1, seed=1)[1], val)
+    np.testing.assert_array_equal(validation_split(y, 0.1, seed=0)[1], val)
+    assert not np.array_equal(validation_split(y, 0.1, seed=1)[1], val)
 
 
 def test_linear_known_answers() -> None:

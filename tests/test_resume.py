@@ -22,7 +22,8 @@ TINY = [
     "pretrain.checkpoint_every=1",
 ]
 # Columns that measure time, not training.
-TIMING = {"images_per_second", "epoch_time_s", "wall_time_s", "train_time_s", "mlflow_run_id"}
+TIMING = {"images_per_second", "epoch_time_s", "wall_time_s", "train_time_s", "mlflow_run_id",
+          "images_per_second_steady"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +53,13 @@ def test_resume_equals_uninterrupted(smoke_params, mlflow_uri, tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
     assert main(args(full)) == 0
     assert main(args(split, extra=["--stop-after", "1"])) == 0
-    half = torch.load(split / "checkpoint.pt", weights_only=True)
+    # An unfinished run keeps its state in checkpoint.partial.pt, not a declared output.
+    assert not (split / "checkpoint.pt").exists()
+    half = torch.load(split / "checkpoint.partial.pt", weights_only=True)
     assert half["epoch"] == 1 and not half["complete"] and not (split / "metrics.json").exists()
     assert len(history(split)) == 1
     assert main(args(split, extra=["--resume"])) == 0
+    assert not (split / "checkpoint.partial.pt").exists()  # promoted to checkpoint.pt
 
     a = torch.load(full / "checkpoint.pt", weights_only=True)
     b = torch.load(split / "checkpoint.pt", weights_only=True)
@@ -85,7 +89,7 @@ def test_resume_equals_uninterrupted(smoke_params, mlflow_uri, tmp_path):
 def test_resume_rejects_mismatches(smoke_params, mlflow_uri, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(args(out, extra=["--stop-after", "1"])) == 0
-    before = (out / "checkpoint.pt").read_bytes()
+    before = (out / "checkpoint.partial.pt").read_bytes()
     cases = [
         (args(out, sets=["methods.vssl.beta=0.5"], extra=["--resume"]), "methods.vssl.beta"),
         (args(out, epochs=3, extra=["--resume"]), "schedules 2 epochs, this run 3"),
@@ -95,7 +99,7 @@ def test_resume_rejects_mismatches(smoke_params, mlflow_uri, tmp_path, capsys):
     for argv, message in cases:
         assert main(argv) == 2, message
         assert message in capsys.readouterr().err
-    assert (out / "checkpoint.pt").read_bytes() == before
+    assert (out / "checkpoint.partial.pt").read_bytes() == before
     # logging cadence may change on resume
     ok = args(out, sets=["pretrain.log_every=1"], extra=["--resume"])
     assert main(ok) == 0 and (out / "metrics.json").exists()
@@ -116,3 +120,180 @@ def test_resume_without_checkpoint_starts_fresh(smoke_params, mlflow_uri, tmp_pa
     out = tmp_path / "run"
     assert main(args(out, epochs=1, extra=["--resume"])) == 0
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+
+
+# --- signals (SIGTERM from SLURM/Snakemake, SIGINT from Ctrl-C) -----------------------------------
+
+# Runs `vssl pretrain` in a child process whose VSSL training_step sends the process a signal
+# at micro-step KILL_AT (the step completes; the engine stops before the next one).
+_SIGNAL_AT_STEP = """
+import os, signal, sys
+from vssl.methods.vssl import VSSL
+real, calls = VSSL.training_step, []
+def step(self, x1, x2):
+    calls.append(1)
+    if len(calls) == int(os.environ["KILL_AT"]):
+        signal.raise_signal(getattr(signal, os.environ["KILL_SIG"]))
+    return real(self, x1, x2)
+VSSL.training_step = step
+from vssl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _run_with_signal(argv: list[str], sig: str, at: int, cwd: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KILL_AT": str(at), "KILL_SIG": sig, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = str(ROOT)
+    cmd = [sys.executable, "-c", _SIGNAL_AT_STEP, *argv]
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _model_equal(a: Path, b: Path) -> None:
+    sa = torch.load(a, weights_only=True)["model"]
+    sb = torch.load(b, weights_only=True)["model"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize(
+    "sig, code, on_signal",
+    [("SIGTERM", 143, "true"), ("SIGINT", 130, "true"), ("SIGTERM", 143, "false")],
+)
+def test_signal_stops_cleanly_and_resumes_exactly(
+    smoke_params, mlflow_uri, tmp_path, sig, code, on_signal
+):
+    """3 steps per epoch; the signal arrives during step 5 (epoch 2): the run stops after that
+    step, saves epoch 1 (kept in memory: no periodic checkpoint with checkpoint_every=10), marks
+    the MLflow run KILLED, prints one line and exits 128 + signal; --resume then gives exactly
+    the weights of an uninterrupted run."""
+    from mlflow import MlflowClient
+
+    sets = ["pretrain.checkpoint_every=10", f"pretrain.checkpoint_on_signal={on_signal}"]
+    out = tmp_path / "run"
+    proc = _run_with_signal(args(out, epochs=3, sets=sets), sig, at=5, cwd=tmp_path)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    partial = out / "checkpoint.partial.pt"
+    assert not (out / "checkpoint.pt").exists() and not (out / "metrics.json").exists()
+    if on_signal == "true":
+        assert last == (
+            f"vssl pretrain: interrupted by {sig} at epoch 2 step 2; checkpoint {partial} "
+            "(epoch 1 completed; resume with --resume)"
+        )
+        ck = torch.load(partial, weights_only=True)
+        assert ck["epoch"] == 1 and not ck["complete"] and ck["global_step"] == 3
+        assert len(history(out)) == 1
+    else:
+        assert last.startswith(f"vssl pretrain: interrupted by {sig} at epoch 2 step 2; no ")
+        assert not partial.exists()
+    runs = [
+        r
+        for e in MlflowClient(mlflow_uri).search_experiments()
+        for r in MlflowClient(mlflow_uri).search_runs([e.experiment_id])
+    ]
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+    # A kill during a checkpoint write leaves a hidden temporary file: the next run removes it.
+    stale = [out / ".checkpoint.pt.k1ll3d.tmp.pt", out / ".checkpoint.partial.pt.x9.tmp.pt"]
+    out.mkdir(exist_ok=True)
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    (out / "notes.tmp").write_text("not ours")
+    assert main(args(out, epochs=3, sets=sets, extra=["--resume"])) == 0
+    assert not any(p.exists() for p in stale) and (out / "notes.tmp").exists()
+    assert not partial.exists()  # promoted: checkpoint.pt is the complete run
+    full = tmp_path / "full"
+    assert main(args(full, epochs=3, sets=sets)) == 0
+    _model_equal(full / "checkpoint.pt", out / "checkpoint.pt")
+    assert history(full) == history(out)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_dataloader_workers(smoke_params, mlflow_uri, tmp_path):
+    """SLURM's scancel and Snakemake signal every process of the job: DataLoader workers die of
+    SIGTERM too (PyTorch's handler), which the engine takes as part of the same stop."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    out = tmp_path / "run"
+    sets = ["pretrain.gpu_augment=false", "data.num_workers=2", "data.train_subset=512"]
+    sets += ["pretrain.checkpoint_every=10", "pretrain.log_every=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "vssl", *args(out, epochs=3, method="byol", sets=sets)]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and not any("epoch 2/3 step 3/" in line for line in lines):
+        assert time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=120)
+    reader.join(timeout=120)
+    text = "".join(lines)
+    assert proc.returncode == 143, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    partial = out / "checkpoint.partial.pt"
+    assert text.strip().splitlines()[-1].startswith("vssl pretrain: interrupted by SIGTERM at ")
+    assert f"checkpoint {partial} (epoch 1 completed" in text
+    assert torch.load(partial, weights_only=True)["epoch"] == 1
+
+
+# --- settings that cannot change the weights -----------------------------------------------------
+
+NON_RESULT_CHANGES = [
+    "pretrain.log_every=1",
+    "pretrain.checkpoint_every=7",
+    "data.num_workers=1",
+    "pretrain.checkpoint_on_signal=false",
+    "mlflow.experiment=elsewhere",
+    "mlflow.tracking_uri=sqlite:///elsewhere.db",
+    "mlflow.enabled=false",
+]
+
+
+@pytest.mark.parametrize("change", NON_RESULT_CHANGES)
+def test_non_result_keys_keep_the_training_fingerprint(smoke_params, change):
+    from vssl.config import load_params
+    from vssl.train.plan import training_fingerprint
+
+    other = load_params(PARAMS, profile="smoke", overrides=[change])
+    fp = training_fingerprint(smoke_params, "vssl", "cifar10_mini")
+    assert training_fingerprint(other, "vssl", "cifar10_mini") == fp
+
+
+def test_resume_accepts_every_non_result_key(smoke_params, mlflow_uri, tmp_path):
+    out = tmp_path / "run"
+    assert main(args(out, extra=["--stop-after", "1"])) == 0
+    changed = [c for c in NON_RESULT_CHANGES if not c.startswith("mlflow.")]
+    assert main(args(out, sets=changed, extra=["--resume"])) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_pipeline_resume_restarts_a_checkpoint_of_other_settings(
+    smoke_params, mlflow_uri, tmp_path, caplog
+):
+    """What the pipeline passes (--resume --restart-incompatible): a partial run trained with
+    other settings (the job reruns because its inputs changed) starts over instead of exit 2."""
+    out = tmp_path / "run"
+    assert main(args(out, extra=["--stop-after", "1"])) == 0
+    beta = ["methods.vssl.beta=0.5"]
+    assert main(args(out, sets=beta, extra=["--resume", "--restart-incompatible"])) == 0
+    assert "starting over" in caplog.text
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["complete"] and ck["config"]["methods"]["vssl"]["beta"] == 0.5
+    assert ck["global_step"] == 6 and not (out / "checkpoint.partial.pt").exists()

@@ -142,6 +142,46 @@ def test_stage_digest_of_a_variant_follows_its_method_and_its_overrides() -> Non
         d(base, "pretrain", "cifar10_mini", "nope")
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "pretrain.log_every=1",
+        "pretrain.checkpoint_every=7",
+        "data.num_workers=1",
+        "pretrain.checkpoint_on_signal=false",
+        "mlflow.experiment=elsewhere",
+        "mlflow.tracking_uri=sqlite:///elsewhere.db",
+        "mlflow.enabled=false",
+    ],
+)
+def test_settings_that_cannot_change_results_rerun_nothing(change: str) -> None:
+    """Neither Snakemake (stage_digest) nor DVC (the resolved-inputs files) reruns a stage for
+    these; `vssl pretrain --resume` accepts them too (tests/test_resume.py)."""
+    base = load_params(ROOT / "params.yaml", profile="smoke")
+    other = load_params(ROOT / "params.yaml", profile="smoke", overrides=[change])
+    for stage in ("prepare_data", "pretrain", "extract_features", "probe"):
+        for variant in ("vssl", "byol", "vssl_nokl"):
+            args = (stage, "cifar10_mini", variant)
+            assert wf.stage_digest(other, *args) == wf.stage_digest(base, *args), (stage, variant)
+    assert wf.resolved_inputs(other) == wf.resolved_inputs(base)
+
+
+def test_resume_ignores_the_workflows_non_result_keys() -> None:
+    """One definition: what --resume may ignore is NON_RESULT_KEYS plus the epoch counts and
+    the kNN cadence (which change history.csv, so the workflow reruns for them)."""
+    from vssl.train.plan import resume_ignored_keys
+
+    ignored = resume_ignored_keys()
+    for section, keys in wf.NON_RESULT_KEYS.items():
+        assert set(keys) <= ignored[section], section
+    assert ignored["pretrain"] - set(wf.NON_RESULT_KEYS["pretrain"]) == {
+        "epochs",
+        "epochs_by_dataset",
+        "knn_every",
+    }
+    assert "checkpoint_on_signal" in wf.NON_RESULT_KEYS["pretrain"]
+
+
 def test_snakemake_config_may_only_change_the_profile() -> None:
     raw = load_raw(ROOT / "params.yaml")
     wf.check_snakemake_config({**raw, "profile": "smoke"}, raw)
@@ -226,15 +266,20 @@ def test_snakemake_plans_every_documented_output(smoke_plan: list[Job]) -> None:
 def test_snakemake_pretrain_launches_through_accelerate(smoke_plan: list[Job]) -> None:
     for job in (j for j in smoke_plan if j.rule == "pretrain"):
         assert job.resources["gpus"] == "0"
-        assert job.shell and job.shell.startswith("accelerate launch --cpu --num_processes 1 ")
+        assert job.shell and job.shell.startswith(
+            "trap '' TERM; accelerate launch --cpu --num_processes 1 "
+        )
         assert " -m vssl pretrain " in job.shell
+        # An interrupted job continues from its partial checkpoint when rerun.
+        assert " --resume --restart-incompatible " in job.shell
 
 
 def test_snakemake_gpu_resource_sets_processes() -> None:
     jobs = snakemake_plan("smoke", "--set-resources", "pretrain:gpus=4")
     shells = [j.shell for j in jobs if j.rule == "pretrain"]
     assert shells and all(
-        s and s.startswith("accelerate launch --multi_gpu --num_processes 4 ") for s in shells
+        s and s.startswith("trap '' TERM; accelerate launch --multi_gpu --num_processes 4 ")
+        for s in shells
     )
 
 
@@ -268,7 +313,9 @@ def test_slurm_profile_dry_run_without_slurm_tools() -> None:
         # The GPU the job is given in SLURM (gres) and the processes accelerate starts agree.
         assert job.resources["gpus"] == "1" and job.resources["gres"] == "gpu:1"
         assert job.resources["slurm_partition"] == "gpu"
-        assert job.shell and job.shell.startswith("accelerate launch --num_processes 1 ")
+        assert job.shell and job.shell.startswith(
+            "trap '' TERM; accelerate launch --num_processes 1 "
+        )
 
 
 def test_default_profile_dry_run() -> None:
@@ -333,7 +380,8 @@ def dvc_tree(tmp_path: Path, profile: str) -> Path:
 def _normalise(cmd: str) -> str:
     """A command without Snakemake's log redirection and accelerate's resource-specific flags."""
     cmd = re.sub(r" > \S+ 2>&1$", "", cmd.strip())
-    return re.sub(r"^accelerate launch (?:--\S+(?: (?!-)\S+)? )*-m ", "accelerate launch -m ", cmd)
+    launch = r"^((?:trap '' TERM; )?)accelerate launch (?:--\S+(?: (?!-)\S+)? )*-m "
+    return re.sub(launch, r"\1accelerate launch -m ", cmd)
 
 
 @pytest.mark.parametrize("profile", ["smoke", "quick"])
@@ -586,3 +634,149 @@ def test_end_to_end_smoke_snakemake_and_dvc(tmp_path: Path, data_root: Path) -> 
     repro = _run([sys.executable, "-m", "dvc", "repro"], clone, env)
     assert "Running stage" not in repro, repro
     assert (clone / wf.TABLE).read_bytes() == table
+
+
+# --------------------------------------------------------------------------- preemption
+
+# One 4-epoch run without periodic checkpoints: what an interrupted job leaves is only the state
+# the engine saves on the signal (appended under `profiles:`, params.yaml's last section).
+RESUME_PROFILE = """
+  resumetest:               # tests/test_workflow.py: one short run, no periodic checkpoint
+    grid: {datasets: [cifar10_mini], methods: [vssl], seeds: [0]}
+    data: {train_subset: 512, test_subset: 256, num_workers: 0}
+    backbone: {width: 4}
+    pretrain: {epochs: 4, batch_size: 128, warmup_epochs: 1, checkpoint_every: 100, knn_every: 2}
+    methods:
+      vssl: {proj_hidden_dim: 64, latent_dim: 32, pred_hidden_dim: 64}
+"""
+
+
+def _interrupt(cmd: list[str], cwd: Path, env: dict[str, str], seen, timeout: float = 600):
+    """Start ``cmd`` in its own process group, send the group SIGTERM once ``seen(output)`` is
+    true (``output``: what the command printed so far), and return (returncode, output)."""
+    import signal
+    import threading
+    import time
+
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and not seen("".join(lines)):
+        assert time.monotonic() < deadline, "".join(lines)[-3000:]
+        time.sleep(0.2)
+    assert proc.poll() is None, "finished before it could be interrupted:\n" + "".join(lines)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=300)
+    reader.join(timeout=300)  # EOF once every writer (the orphaned trainer too) has exited
+    return proc.returncode, "".join(lines)
+
+
+def _wait_for(path: Path, text: str, timeout: float = 120) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        content = path.read_text() if path.is_file() else ""
+        if text in content:
+            return content
+        assert time.monotonic() < deadline, content[-3000:]
+        time.sleep(0.2)
+
+
+def _same_weights(a: Path, b: Path) -> int:
+    import torch
+
+    sa = torch.load(a, weights_only=True)["model"]
+    sb = torch.load(b, weights_only=True)["model"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    return len(sa)
+
+
+@pytest.mark.slow
+def test_interrupted_pretrain_resumes_in_snakemake_and_dvc(tmp_path: Path, data_root: Path) -> None:
+    """SIGTERM to the process group (what SLURM and Ctrl-C do) after epoch 2 of 4, then a rerun:
+    `snakemake --rerun-incomplete` and `dvc repro` continue from the partial checkpoint and end
+    with exactly the weights of an uninterrupted run (CPU)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _copy_repo(repo)
+    text = (repo / "params.yaml").read_text()
+    assert re.search(r"(?m)^profiles:$", text) and not re.search(
+        r"(?m)^\S", text.split("\nprofiles:\n")[1]
+    )
+    (repo / "params.yaml").write_text(text.rstrip("\n") + "\n" + RESUME_PROFILE)
+    env = {
+        **os.environ,
+        "VSSL_DATA_ROOT": str(data_root),
+        "PYTHONPATH": str(repo),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    run = wf.Run("resumetest", "cifar10_mini", "vssl", 0)
+    partial = repo / run.run_dir / "checkpoint.partial.pt"
+    log = repo / run.log("pretrain")
+    smk = ["snakemake", run.checkpoint, "--cores", "1", "--config", "profile=resumetest"]
+    epoch2 = re.compile(r"vssl\.train: epoch 2/4 (?!step)")
+
+    # Snakemake: interrupt, rerun with --rerun-incomplete.
+    code, out = _interrupt(
+        smk, repo, env, lambda _: log.is_file() and bool(epoch2.search(log.read_text()))
+    )
+    assert code != 0, out
+    text = _wait_for(log, "vssl pretrain: interrupted by SIGTERM")
+    assert "Traceback" not in text, text  # nor the launcher's (accelerate launch --quiet)
+    import torch
+
+    ck = torch.load(partial, weights_only=True)
+    assert ck["epoch"] in (2, 3) and not ck["complete"], ck["epoch"]
+    assert not (repo / run.checkpoint).exists()  # no declared output of an unfinished job
+    _run([*smk, "--rerun-incomplete"], repo, env)
+    assert f"resuming {partial.relative_to(repo)} from epoch {ck['epoch']}" in log.read_text()
+    assert not partial.exists()
+    resumed = tmp_path / "snakemake-resumed.pt"
+    shutil.copy(repo / run.checkpoint, resumed)
+    # The uninterrupted reference: the same job, forced to run again from scratch.
+    _run([*smk, "--forcerun", "pretrain"], repo, env)
+    assert "resuming" not in log.read_text()
+    n = _same_weights(resumed, repo / run.checkpoint)
+    stopped = next(ln for ln in text.splitlines() if "interrupted by SIGTERM" in ln)
+    print(f"snakemake: {stopped}\nsnakemake: resumed from epoch {ck['epoch']}; {n} tensors equal")
+
+    # DVC: `dvc repro` of the one pretrain stage, interrupted, then repro again.
+    reference = tmp_path / "reference.pt"
+    shutil.copy(repo / run.checkpoint, reference)
+    for d in ("data", "runs", "logs"):
+        shutil.rmtree(repo / d)
+    text = (repo / "params.yaml").read_text()
+    text, n1 = re.subn(r"(?m)^profile: *\w+", "profile: resumetest", text)
+    text, n2 = re.subn(
+        r"(?m)^grid:\n(  .*\n)+",
+        "grid:\n  datasets: [cifar10_mini]\n  methods: [vssl]\n  seeds: [0]\n",
+        text,
+    )
+    assert n1 == n2 == 1
+    (repo / "params.yaml").write_text(text)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    repro = [sys.executable, "-m", "dvc", "repro", f"pretrain@{run.key}"]
+    code, out = _interrupt(repro, repo, env, lambda o: bool(epoch2.search(o)))
+    assert code != 0 and "vssl pretrain: interrupted by SIGTERM" in out, out[-3000:]
+    stopped = next(ln for ln in out.splitlines() if "interrupted by SIGTERM" in ln)
+    ck = torch.load(partial, weights_only=True)
+    assert ck["epoch"] in (2, 3) and not ck["complete"], ck["epoch"]
+    out = _run(repro, repo, env)
+    assert f"resuming {partial.relative_to(repo)} from epoch {ck['epoch']}" in out, out[-3000:]
+    n = _same_weights(reference, repo / run.checkpoint)
+    print(f"dvc: {stopped}\ndvc: resumed from epoch {ck['epoch']}; {n} tensors equal")

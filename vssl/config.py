@@ -118,8 +118,8 @@ class PretrainCfg(_Strict):
     epochs_by_dataset: dict[str, Int] = {}
     batch_size: Int = Field(gt=0)
     optimizer: Literal["lars", "sgd", "adamw"] = "lars"
-    base_lr: Float = Field(gt=0)
-    weight_decay: Float = Field(ge=0)
+    # base_lr and weight_decay are each method's own (methods.<m>.optimizer): solo-learn's
+    # values differ per method, and a shared default would be shadowed by every one of them.
     momentum: Float = Field(0.9, ge=0, lt=1)
     lars_eta: Float = Field(0.02, gt=0)
     warmup_epochs: Float = Field(10, ge=0)
@@ -128,7 +128,7 @@ class PretrainCfg(_Strict):
     grad_clip_norm: Float | None = Field(None, gt=0)  # global L2 norm of the method's gradients
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gpu_augment: Literal["auto", True, False] = "auto"
-    # auto: channels-last CNN weights and inputs on CUDA, not on CPU (measured slower there).
+    # auto: channels-last CNN weights and inputs on CUDA and CPU (measured faster on both).
     channels_last: Literal["auto", True, False] = "auto"
     # auto: torch.compile the training module on CUDA, eager on CPU (falls back to eager).
     compile: Literal["auto", True, False] = "auto"
@@ -142,6 +142,10 @@ class PretrainCfg(_Strict):
 
 
 class MethodOptimCfg(_Strict):
+    """A method's own optimiser settings: ``base_lr`` and ``weight_decay`` (required for every
+    trained method, absent for ``random``), and ``grad_clip_norm`` (overrides
+    ``pretrain.grad_clip_norm`` for this method)."""
+
     base_lr: Float | None = Field(None, gt=0)
     weight_decay: Float | None = Field(None, ge=0)
     grad_clip_norm: Float | None = Field(None, gt=0)
@@ -152,49 +156,51 @@ class _MethodCfg(_Strict):
 
 
 class _MomentumCfg(_MethodCfg):
-    tau_base: Float = Field(0.99, ge=0, le=1)
-    tau_final: Float = Field(1.0, ge=0, le=1)
+    tau_base: Float = Field(ge=0, le=1)
+    tau_final: Float = Field(ge=0, le=1)
 
 
 class VsslCfg(_MomentumCfg):
-    proj_hidden_dim: Int = Field(4096, gt=0)
-    latent_dim: Int = Field(256, gt=0)
-    pred_hidden_dim: Int = Field(4096, gt=0)
-    likelihood: Literal["gaussian", "cosine"] = "cosine"
-    kl: Literal["gaussian", "cosine", "none"] = "cosine"
-    beta: Float = Field(1.0, ge=0)
-    sample: bool = True
-    predictor: bool = True
-    prior: Literal["teacher", "standard_normal"] = "teacher"
-    head_input: Literal["projector", "predictor"] = "projector"
-    likelihood_variance: Literal["student", "teacher"] = "student"
-    reduction: Literal["sum", "mean"] = "mean"
-    direction_variance: Literal["per_coordinate", "isotropic"] = "per_coordinate"
-    logvar_min: Float = -8.0
-    logvar_max: Float = 4.0
+    # No defaults here: params.yaml sets every value; the defaults of the library API are those
+    # of the method classes' signatures (vssl/methods/*.py).
+    proj_hidden_dim: Int = Field(gt=0)
+    latent_dim: Int = Field(gt=0)
+    pred_hidden_dim: Int = Field(gt=0)
+    likelihood: Literal["gaussian", "cosine"]
+    kl: Literal["gaussian", "cosine", "none"]
+    beta: Float = Field(ge=0)
+    sample: bool
+    predictor: bool
+    prior: Literal["teacher", "standard_normal"]
+    head_input: Literal["projector", "predictor"]
+    likelihood_variance: Literal["student", "teacher"]
+    reduction: Literal["sum", "mean"]
+    direction_variance: Literal["per_coordinate", "isotropic"]
+    logvar_min: Float
+    logvar_max: Float
 
 
 class ByolCfg(_MomentumCfg):
-    proj_hidden_dim: Int = Field(4096, gt=0)
-    proj_output_dim: Int = Field(256, gt=0)
-    pred_hidden_dim: Int = Field(4096, gt=0)
+    proj_hidden_dim: Int = Field(gt=0)
+    proj_output_dim: Int = Field(gt=0)
+    pred_hidden_dim: Int = Field(gt=0)
 
 
 class MocoV3Cfg(ByolCfg):
-    temperature: Float = Field(0.2, gt=0)
+    temperature: Float = Field(gt=0)
 
 
 class SimclrCfg(_MethodCfg):
-    proj_hidden_dim: Int = Field(2048, gt=0)
-    proj_output_dim: Int = Field(256, gt=0)
-    temperature: Float = Field(0.2, gt=0)
+    proj_hidden_dim: Int = Field(gt=0)
+    proj_output_dim: Int = Field(gt=0)
+    temperature: Float = Field(gt=0)
 
 
 class BarlowTwinsCfg(_MethodCfg):
-    proj_hidden_dim: Int = Field(2048, gt=0)
-    proj_output_dim: Int = Field(2048, gt=0)
-    lamb: Float = Field(0.0051, ge=0)
-    scale_loss: Float = Field(0.1, gt=0)
+    proj_hidden_dim: Int = Field(gt=0)
+    proj_output_dim: Int = Field(gt=0)
+    lamb: Float = Field(ge=0)
+    scale_loss: Float = Field(gt=0)
 
 
 class RandomCfg(_MethodCfg):
@@ -202,12 +208,12 @@ class RandomCfg(_MethodCfg):
 
 
 class MethodsCfg(_Strict):
-    vssl: VsslCfg = VsslCfg()
-    byol: ByolCfg = ByolCfg()
-    mocov3: MocoV3Cfg = MocoV3Cfg()
-    simclr: SimclrCfg = SimclrCfg()
-    barlow_twins: BarlowTwinsCfg = BarlowTwinsCfg()
-    random: RandomCfg = RandomCfg()
+    vssl: VsslCfg
+    byol: ByolCfg
+    mocov3: MocoV3Cfg
+    simclr: SimclrCfg
+    barlow_twins: BarlowTwinsCfg
+    random: RandomCfg
 
 
 class ExtractCfg(_Strict):
@@ -246,7 +252,7 @@ class Params(_Strict):
     data: DataCfg = DataCfg()
     backbone: BackboneCfg = BackboneCfg()
     pretrain: PretrainCfg
-    methods: MethodsCfg = MethodsCfg()
+    methods: MethodsCfg
     extract: ExtractCfg = ExtractCfg()
     probe: ProbeCfg = ProbeCfg()
 
@@ -311,7 +317,8 @@ class Params(_Strict):
         return cfg
 
     def optimizer_cfg(self, method: str) -> dict[str, Any]:
-        """pretrain's optimizer keys with the method's own overrides applied."""
+        """pretrain's optimiser keys plus the method's own ``base_lr`` and ``weight_decay`` (and
+        its ``grad_clip_norm`` where it sets one)."""
         cfg = self.pretrain.model_dump()
         over = getattr(self.methods, method).optimizer.model_dump()
         cfg.update({k: v for k, v in over.items() if v is not None})
@@ -485,6 +492,7 @@ def resolve(
     tree["profile"] = profile
     plain = apply_overrides(tree, rest)
     params = _validate(plain, source)
+    _check_method_optimizers(params, source)
     for ds in params.grid.datasets:
         try:
             params.check_dataset(ds)
@@ -506,6 +514,22 @@ def resolve(
         return params
     params.entry_method(entry)  # ConfigError for an unknown name
     return _validate(apply_overrides(apply_variant(tree, entry), rest), source)
+
+
+def _check_method_optimizers(params: Params, source: str) -> None:
+    """Every trained method sets its ``base_lr`` and ``weight_decay``; ``random`` (never
+    trained) sets no optimiser value, which would have no effect."""
+    for method in KNOWN_METHODS:
+        opt = getattr(params.methods, method).optimizer
+        where = f"{source}: methods.{method}.optimizer"
+        if method == "random":
+            set_ = [k for k, v in opt.model_dump().items() if v is not None]
+            if set_:
+                raise ConfigError(f"{where}.{set_[0]}: `random` is never trained; remove it")
+            continue
+        for key in ("base_lr", "weight_decay"):
+            if getattr(opt, key) is None:
+                raise ConfigError(f"{where}.{key}: required (each method sets its own)")
 
 
 def _validate(tree: dict[str, Any], source: str) -> Params:

@@ -71,6 +71,36 @@ def check_writable_file(path: str | Path, what: str = "output file") -> Path:
     return path
 
 
+def _temp_prefix(path: Path) -> str:
+    """Every temporary file written for ``path`` is ``.NAME.<random><suffix>`` in its folder."""
+    return f".{path.name}."
+
+
+def _temp_suffix(path: Path) -> str:
+    return f".tmp{path.suffix}"
+
+
+def remove_stale_temporaries(folder: str | Path, names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_path` / :func:`staged_paths` leave in
+    ``folder`` for the targets ``names`` when a process is killed outright (SIGKILL, power
+    loss) mid-write: ``.NAME.<random>.tmp*``. Call it where no other process writes those
+    targets (e.g. at the start of the one job that owns the folder). Returns what it removed."""
+    import glob
+
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for name in names:
+        target = folder / name
+        pattern = glob.escape(_temp_prefix(target)) + "*" + ".tmp*"
+        for stale in sorted(folder.glob(pattern)):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
+                removed.append(stale)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
@@ -80,7 +110,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=suffix or f".tmp{path.suffix}"
+        dir=path.parent, prefix=_temp_prefix(path), suffix=suffix or _temp_suffix(path)
     )
     os.close(fd)
     tmp_path = Path(tmp)
@@ -127,7 +157,7 @@ def staged_paths(paths: Iterable[str | Path]) -> Iterator[list[Path]]:
                     continue
                 created.append(folder)
             fd, tmp = tempfile.mkstemp(
-                dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}"
+                dir=target.parent, prefix=_temp_prefix(target), suffix=_temp_suffix(target)
             )
             os.close(fd)
             temps.append(Path(tmp))

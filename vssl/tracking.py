@@ -16,6 +16,11 @@ experiment creation run under a file lock beside the database file.
 
 Inside a run, ``log_metrics``, ``log_params``, ``log_artifact`` and ``set_tags`` log to the active
 run. Only the main process of a distributed job should call any of this.
+
+``mlflow.enabled: false`` (``--no-mlflow``) turns tracking off: ``start_run`` then yields None
+without importing ``mlflow`` or touching a store, and the logging functions do nothing outside a
+run opened by ``start_run`` (so they never import ``mlflow`` nor let it start a run implicitly).
+MLflow is imported only when a run is opened, so stages run where it is not installed.
 """
 
 from __future__ import annotations
@@ -48,6 +53,12 @@ RETRY_BASE_S = 0.1
 RETRY_MAX_S = 5.0
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a parameter value
 _LOCK_TIMEOUT_S = 120.0
+_open_runs = 0  # runs opened by start_run and not yet ended (this process)
+
+
+def run_is_open() -> bool:
+    """Whether a run opened by :func:`start_run` is active (False when MLflow is disabled)."""
+    return _open_runs > 0
 
 
 def _is_transient(e: BaseException) -> bool:
@@ -196,13 +207,18 @@ def start_run(
     parent_run_id: str | None = None,
     run_id: str | None = None,
     run_name: str | None = None,
-) -> Iterator[ActiveRun]:
+) -> Iterator[ActiveRun | None]:
     """Create an MLflow run (or reopen ``run_id``, when the store has it) and make it active.
 
     A new run gets the tags of :func:`run_tags`, ``mlflow.parentRunId`` when ``parent_run_id`` is
     given, and every resolved parameter (flattened), ``seed`` and ``version.<lib>`` as params.
-    The run ends FINISHED, or FAILED (KILLED on Ctrl-C) if the block raises.
+    The run ends FINISHED, or FAILED (KILLED on Ctrl-C, SIGINT or SIGTERM: a KeyboardInterrupt)
+    if the block raises. With ``mlflow.enabled`` false it yields None and does nothing else.
     """
+    global _open_runs
+    if not params.mlflow.enabled:
+        yield None
+        return
     import mlflow
     from mlflow import MlflowClient
 
@@ -226,6 +242,7 @@ def start_run(
         fresh = False
     active = with_retry(mlflow.start_run, run_id=run_id)
     status = "FINISHED"
+    _open_runs += 1
     try:
         if fresh:
             log_params(
@@ -240,6 +257,7 @@ def start_run(
         status = "FAILED"
         raise
     finally:
+        _open_runs -= 1
         with_retry(mlflow.end_run, status=status)
 
 
@@ -250,6 +268,8 @@ def _param_value(v: Any) -> str:
 
 def log_params(params: Mapping[str, Any]) -> None:
     """Log (nested) parameters to the active run, flattened to dotted keys."""
+    if not run_is_open():
+        return
     import mlflow
 
     flat = {k: _param_value(v) for k, v in flatten(params).items()}
@@ -260,6 +280,8 @@ def log_params(params: Mapping[str, Any]) -> None:
 
 def log_metrics(metrics: Mapping[str, float | int | None], step: int | None = None) -> None:
     """Log numeric metrics to the active run; None and non-finite values are skipped."""
+    if not run_is_open():
+        return
     import mlflow
 
     clean = {
@@ -273,6 +295,8 @@ def log_metrics(metrics: Mapping[str, float | int | None], step: int | None = No
 
 def log_artifact(path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
     """Copy a file into the active run's artifacts."""
+    if not run_is_open():
+        return
     import mlflow
 
     with_retry(mlflow.log_artifact, str(path), artifact_path=artifact_path)
@@ -280,6 +304,8 @@ def log_artifact(path: str | os.PathLike[str], artifact_path: str | None = None)
 
 def set_tags(tags: Mapping[str, Any]) -> None:
     """Set tags on the active run."""
+    if not run_is_open():
+        return
     import mlflow
 
     with_retry(mlflow.set_tags, {k: str(v) for k, v in tags.items()})

@@ -77,10 +77,12 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "table": (),
 }
 STAGES = tuple(STAGE_SECTIONS)
-# Keys that cannot change any output: editing them reruns nothing, and `--resume` accepts them.
+# Keys that cannot change any output: editing them reruns nothing, and `--resume` accepts them
+# (vssl.train.plan.resume_ignored_keys adds what only resuming may ignore). The `mlflow` section
+# is read by no stage here, so none of its keys reruns anything either.
 NON_RESULT_KEYS = {
     "data": ("num_workers",),
-    "pretrain": ("checkpoint_every", "log_every"),
+    "pretrain": ("checkpoint_every", "log_every", "checkpoint_on_signal"),
 }
 
 
@@ -245,7 +247,9 @@ def launch_args(gpus: int, gres: str | None = None) -> str:
                 f"--set-resources pretrain:gpus={n} pretrain:gres=gpu:{n}"
             )
     # One process per job and machine; the rest (mixed precision, ...) comes from params.yaml.
-    common = "--num_machines 1 --dynamo_backend no"
+    # --quiet: when the trainer stops (e.g. exit 143 on SIGTERM), no launcher traceback follows
+    # its one-line message in the log.
+    common = "--num_machines 1 --dynamo_backend no --quiet"
     if gpus == 0:
         return f"--cpu --num_processes 1 {common}"
     if gpus == 1:

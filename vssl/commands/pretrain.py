@@ -1,7 +1,9 @@
 """`vssl pretrain`: self-supervised pretraining of one (dataset, method, seed) into --out.
 
 Also launchable as ``accelerate launch [--num_processes N] [--cpu] -m vssl pretrain ...``.
-Exit status: 0 done, 2 bad input (config, data, checkpoint, existing outputs), 3 non-finite loss.
+Exit status: 0 done, 2 bad input (config, data, output folder, checkpoint, existing outputs),
+3 non-finite loss, 130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM (SLURM, Snakemake):
+the last completed epoch is saved in checkpoint.partial.pt first (see vssl.train.signals).
 """
 
 from __future__ import annotations
@@ -32,6 +34,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     g.add_argument(
         "--overwrite", action="store_true", help="delete the outputs in --out and start over"
+    )
+    p.add_argument(
+        "--restart-incompatible",
+        action="store_true",
+        help="with --resume: start over, instead of failing, when the checkpoint was trained "
+        "with other settings or epochs (the pipeline's rules pass it: they rerun a job only "
+        "when its inputs changed)",
+    )
+    p.add_argument(
+        "--no-mlflow",
+        action="store_true",
+        help="do not log to MLflow (same as --set mlflow.enabled=false; mlflow is not imported)",
     )
     p.add_argument(
         "--stop-after",
@@ -68,11 +82,11 @@ def run(args: argparse.Namespace) -> int:
     from vssl.config import load_params
     from vssl.train.engine import pretrain
     from vssl.train.guards import NonFiniteLossError
-    from vssl.train.plan import PretrainJob
+    from vssl.train.plan import PretrainJob, process_state
+    from vssl.train.signals import Interrupted
 
-    params = load_params(
-        args.params, profile=args.profile, overrides=args.overrides, entry=args.method
-    )
+    overrides = [*args.overrides, *(["mlflow.enabled=false"] if args.no_mlflow else [])]
+    params = load_params(args.params, profile=args.profile, overrides=overrides, entry=args.method)
     params.check_dataset(args.dataset)
     _setup_logging()
     job = PretrainJob(
@@ -87,12 +101,17 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         stop_after=args.stop_after,
         show_progress=args.progress,
+        restart_incompatible=args.restart_incompatible,
     )
     try:
         metrics = pretrain(job)
     except NonFiniteLossError as e:
         print(f"vssl pretrain: error: {e}", file=sys.stderr)
         return 3
+    except Interrupted as e:
+        if process_state().is_main_process:
+            print(f"vssl pretrain: {e.message()}", file=sys.stderr)
+        return e.exit_code
     if metrics:
         keys = ("online_probe_top1", "knn_top1", "loss", "images_per_second", "wall_time_s")
         shown = " ".join(f"{k}={metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), float))

@@ -83,7 +83,7 @@ def _as_float(x: torch.Tensor | np.ndarray) -> torch.Tensor:
     return t.to(torch.float32)
 
 
-def stratified_split(
+def validation_split(
     labels: np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split of ``range(N)`` into (fit, val) index arrays (both sorted).
@@ -221,7 +221,7 @@ def linear_probe(
     device = torch.device(device or "cpu")
     train_x, test_x = _as_float(train_x).to(device), _as_float(test_x).to(device)
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
-    fit_idx, val_idx = stratified_split(train_y, val_fraction, seed)
+    fit_idx, val_idx = validation_split(train_y, val_fraction, seed)
     fit_i, val_i = torch.from_numpy(fit_idx).to(device), torch.from_numpy(val_idx).to(device)
     val_y = torch.from_numpy(train_y[val_idx]).long().to(device)
 

@@ -7,6 +7,8 @@
 - :func:`build_optimisers`: the method's optimiser (``lr = base_lr * B / 256``) with its
   per-iteration warm-up + cosine schedule, and the probe's own SGD;
 - :func:`grad_clip`: the parameters and max norm of the method's gradient clipping;
+- :func:`use_channels_last` and :func:`compile_train_module`: the memory layout and
+  ``torch.compile`` of the training module (``pretrain.channels_last``, ``pretrain.compile``);
 - :func:`data_spec_dict`: the dataset description stored in the checkpoint (``data_spec``).
 
 Everything here consumes the global RNG in a fixed order (method, then probe): the caller seeds
@@ -15,6 +17,7 @@ it first.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+log = logging.getLogger("vssl.train")
 
 if TYPE_CHECKING:
     from torch.optim import Optimizer
@@ -151,3 +156,40 @@ def grad_clip(plan: Plan, method: nn.Module) -> tuple[list[Tensor], float] | Non
     if max_norm is None:
         return None
     return [p for p in method.parameters() if p.requires_grad], max_norm
+
+
+def use_channels_last(setting: str | bool, device_type: str, backbone: str) -> bool:
+    """``pretrain.channels_last`` for a device: ``auto`` is on for CUDA (tensor cores read NHWC
+    convolutions directly) and on CPU too, where the engine measured it faster (oneDNN's
+    convolutions prefer NHWC: 1.16-1.38x the training images/s at width 16, batch 256;
+    docs/benchmarks.md, "Engine throughput after the GPU work"); off on other devices. Only
+    CNN backbones (all of ours) have a layout."""
+    if not backbone.startswith("resnet"):
+        return False
+    if setting == "auto":
+        return device_type in ("cuda", "cpu")
+    return bool(setting)
+
+
+def use_compile(setting: str | bool, device_type: str) -> bool:
+    """``pretrain.compile`` for a device: ``auto`` compiles on CUDA only (on CPU compiling costs
+    about a minute per run and keeps the eager numbers that ``--resume`` reproduces exactly)."""
+    if setting == "auto":
+        return device_type == "cuda"
+    return bool(setting)
+
+
+def compile_train_module(module: nn.Module) -> bool:
+    """``torch.compile`` the training module in place (``nn.Module.compile``: its state dict,
+    submodules and checkpoints are unchanged). Graceful: if compiling is unavailable, or a
+    graph fails to compile at its first call, that code runs eagerly with a warning (dynamo's
+    ``suppress_errors``). Returns whether the module was compiled."""
+    try:
+        import torch._dynamo
+
+        torch._dynamo.config.suppress_errors = True
+        module.compile()
+    except Exception as e:  # an unsupported platform or Python: run eagerly
+        log.warning("torch.compile is unavailable (%s: %s); training eagerly", type(e).__name__, e)
+        return False
+    return True

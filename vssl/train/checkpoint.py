@@ -1,5 +1,9 @@
 """``DIR/checkpoint.pt``: one ``torch.save`` dict, written atomically, read back safely.
 
+``checkpoint.pt`` is written once, when the run completes; until then the run's state lives in
+``DIR/checkpoint.partial.pt`` (the same format, ``complete`` false), which ``--resume`` continues
+from and which is removed once ``checkpoint.pt`` is written.
+
 Keys (``FORMAT_VERSION`` 1; the dict is assembled by
 :func:`vssl.train.records.checkpoint_contents`)::
 
@@ -41,7 +45,8 @@ if TYPE_CHECKING:
     from vssl.methods import Method
 
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = "checkpoint.pt"  # a complete run (the declared output)
+PARTIAL_CHECKPOINT_NAME = "checkpoint.partial.pt"  # an unfinished run's state, same format
 REQUIRED_KEYS = (
     "format_version",
     "method",

@@ -13,16 +13,25 @@ One call of :func:`pretrain` runs one (dataset, method, seed) job into ``out_dir
 3. *Train* (here): each epoch's batch order and augmentations depend only on (seed, epoch)
    (:mod:`vssl.train.loader`), and the global RNG (VSSL's reparameterisation noise) is reseeded
    from (seed, epoch, rank) at the start of every epoch, so stopping after epoch e and resuming
-   gives exactly the numbers of an uninterrupted run (on CPU).
-4. After every epoch: the probe's top-1 on the test split, every ``knn_every`` epochs (and at
-   the end) the kNN monitor (:mod:`vssl.train.monitor`), guards (:mod:`vssl.train.guards`),
-   MLflow metrics, and every ``checkpoint_every`` epochs (and at the end) ``checkpoint.pt`` +
-   ``history.csv``; at the end ``metrics.json`` (:mod:`vssl.train.records`).
+   gives exactly the numbers of an uninterrupted run (on CPU). A step never waits for the
+   device: losses, the collapse statistic and the non-finite check stay on it and are read
+   every ``log_every`` steps and at the epoch's end (:class:`vssl.train.guards.NonFiniteWatch`);
+   CNNs run channels-last and compiled where ``pretrain.channels_last``/``compile`` say so.
+4. After every epoch: every ``eval_every`` epochs (and at the end) the probe's top-1 on the
+   test split, every ``knn_every`` epochs (and at the end) the kNN monitor
+   (:mod:`vssl.train.monitor`), guards (:mod:`vssl.train.guards`),
+   MLflow metrics, and every ``checkpoint_every`` epochs ``checkpoint.partial.pt`` +
+   ``history.csv``; at the end ``checkpoint.pt`` (complete), ``history.csv`` and
+   ``metrics.json`` (:mod:`vssl.train.records`).
+5. SIGTERM/SIGINT (:mod:`vssl.train.signals`): the run stops before the next micro-step, saves
+   its last completed epoch (kept in memory when the cadence did not checkpoint it) to
+   ``checkpoint.partial.pt`` and raises ``Interrupted`` (exit 143/130).
 
-Existing outputs: without ``--resume`` a directory that already holds a checkpoint, metrics or
-history is an error unless ``--overwrite`` (which deletes those three files first). With
-``--resume`` the last checkpoint must match method, dataset, seed, epoch count and the training
-configuration; a complete run is not retrained (its metrics.json is rewritten if missing).
+Existing outputs: without ``--resume`` a directory that already holds a checkpoint (complete or
+partial), metrics or history is an error unless ``--overwrite`` (which deletes those files
+first). With ``--resume`` the checkpoint must match method, dataset, seed, epoch count and the
+training configuration; a complete run is not retrained (its metrics.json is rewritten if
+missing). docs/architecture.md, "Pretraining: resume and signals", has the details.
 """
 
 from __future__ import annotations
@@ -42,8 +51,8 @@ import torch
 from torch import Tensor, nn
 
 from vssl.train import records
-from vssl.train.checkpoint import CHECKPOINT_NAME
 from vssl.train.plan import Plan, PretrainJob, plan_pretraining, process_state, use_cpu
+from vssl.train.signals import Interrupted, StopSignals
 
 log = logging.getLogger("vssl.train")
 
@@ -58,10 +67,13 @@ def train_step(
     check: Callable[[Tensor], None] | None = None,
     clip: tuple[list[Tensor], float] | None = None,
 ) -> dict[str, Tensor]:
-    """One micro-step: forward (``TrainModule``), ``check(loss)`` before anything changes,
-    backward of ``loss + probe_loss`` (Accelerate scales it by 1/accumulation steps), then the
-    optimisers step and clear their gradients (only on the accumulation boundary: prepared
-    optimisers skip otherwise). The scheduler and the EMA update belong to the caller."""
+    """One micro-step: forward (``TrainModule``), ``check(loss)`` (the engine's queues a
+    non-finite test on the device, :class:`vssl.train.guards.NonFiniteWatch`, and never reads
+    the loss back), backward of ``loss + probe_loss`` (Accelerate scales it by 1/accumulation
+    steps), then the optimisers step and clear their gradients (only on the accumulation
+    boundary: prepared optimisers skip otherwise). The scheduler and the EMA update belong to
+    the caller. Nothing here waits for the device (benchmarks/throughput.py times this
+    function)."""
     with accelerator.accumulate(model):
         out = model(x1, x2, y)
         if check is not None:
@@ -89,28 +101,101 @@ def pretrain(job: PretrainJob) -> dict[str, Any]:
     # Denormal floats make CPU convolutions and BatchNorm ~3x slower here (measured on the
     # quick profile); flushing them to zero changes no result beyond 1e-38.
     torch.set_flush_denormal(True)
-    plan = plan_pretraining(job, process_state())
-    ck = plan.resume_ckpt
-    if ck is not None and ck.get("complete"):
-        log.info("%s is already complete (%d epochs); nothing to train", job.out_dir, ck["epoch"])
-        return records.restore_outputs(job.out_dir, ck, process_state().is_main_process)
-    if job.overwrite:
-        state = process_state()
-        if state.is_main_process:
-            for name in records.OUTPUT_NAMES:
-                (Path(job.out_dir) / name).unlink(missing_ok=True)
-        state.wait_for_everyone()
-    return _Runner(plan).run()
+    with StopSignals() as stop:  # SIGTERM/SIGINT: see vssl.train.signals
+        plan = plan_pretraining(job, process_state())
+        _prepare_folder(plan)
+        ck = plan.resume_ckpt
+        if ck is not None and ck.get("complete"):
+            log.info(
+                "%s is already complete (%d epochs); nothing to train", job.out_dir, ck["epoch"]
+            )
+            return records.restore_outputs(job.out_dir, ck, process_state().is_main_process)
+        runner = _Runner(plan)
+        runner.stop = stop
+        metrics = runner.run()
+    if stop.received is not None:
+        log.warning("a stop signal arrived after the last training step; the run completed")
+    return metrics
+
+
+def _prepare_folder(plan: Plan) -> None:
+    """Before training (main process, then a sync): remove the temporary files a write killed
+    outright left in the run folder, and, when the plan starts over (``--overwrite``, or an
+    incompatible checkpoint discarded), the run's files."""
+    from vssl.io import remove_stale_temporaries
+
+    state = process_state()
+    out = Path(plan.job.out_dir)
+    if state.is_main_process:
+        for stale in remove_stale_temporaries(out, records.RUN_FILES):
+            log.info("removed %s, left by an interrupted write", stale)
+        if plan.start_over:
+            for name in records.RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+    state.wait_for_everyone()
+
+
+class _StopAtSignal:
+    """``TrainBatches`` with ``check(epoch, micro)`` called before each micro-batch is drawn
+    (and before an epoch's end), where a pending stop signal may end the run; other
+    attributes are the wrapped object's."""
+
+    def __init__(self, batches: Any, check: Callable[[int, int], None]) -> None:
+        self._batches, self._check = batches, check
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batches, name)
+
+    def epoch(self, epoch: int) -> Any:
+        micro = 0
+        it = iter(self._batches.epoch(epoch))
+        while True:
+            self._check(epoch, micro)
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            micro += 1
+            yield batch
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """A copy of a (nested) checkpoint dict whose tensors are new CPU tensors."""
+    if isinstance(obj, Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+# With several processes, how often (micro-steps) they agree on whether a signal arrived.
+SIGNAL_SYNC_EVERY = 8
 
 
 class _Runner:
     """State of one pretraining run (built only after planning)."""
 
+    stop: StopSignals | None = None  # set by pretrain(); None: signals are not handled
+    last_ckpt_epoch: int | None = None  # the completed epochs in last_ckpt
+    _snapshot: dict[str, Any] | None = None  # see _remember
+    _snapshot_epoch: int | None = None
+    _epoch_now = 0  # the epoch in progress (0-based)
+
     def __init__(self, plan: Plan) -> None:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
-        from vssl.train.assembly import build_optimisers, build_train_module, grad_clip
+        from vssl.train.assembly import (
+            build_optimisers,
+            build_train_module,
+            compile_train_module,
+            grad_clip,
+            use_channels_last,
+            use_compile,
+        )
+        from vssl.train.guards import NonFiniteWatch
         from vssl.train.loader import TrainBatches
 
         self.plan, self.job, self.params = plan, plan.job, plan.job.params
@@ -130,6 +215,15 @@ class _Runner:
         sync_bn = self.acc.num_processes > 1 and self.device.type == "cuda"
         module = build_train_module(plan, sync_batchnorm=sync_bn)
         self.trainable = bool(getattr(module.method, "trainable", True))
+        pc = self.params.pretrain
+        self.channels_last = use_channels_last(
+            pc.channels_last, self.device.type, self.params.backbone.name
+        )
+        if self.channels_last:  # 4-D (convolution) weights only; the layout survives .to()
+            module = module.to(memory_format=torch.channels_last)
+        self.compiled = False
+        if self.trainable and use_compile(pc.compile, self.device.type):
+            self.compiled = compile_train_module(module)
         self.total_steps = plan.steps_per_epoch * plan.total_epochs
         self.optimizer = self.scheduler = self.probe_opt = None
         if self.trainable:
@@ -159,7 +253,10 @@ class _Runner:
             world=plan.world,
             rank=self.acc.process_index,
             num_workers=self.params.data.num_workers,
+            channels_last=self.channels_last,
+            compile_augment=self.compiled,
         )
+        self.nonfinite = NonFiniteWatch(self.device)
         for src in (plan.test, plan.knn_train):
             if "images" in src and plan.gpu_augment:
                 src["images"] = src["images"].to(self.device)
@@ -193,7 +290,7 @@ class _Runner:
             )
         self.start_epoch = int(ck["epoch"])
         self.record = records.RunRecord.from_checkpoint(ck, self.record.diagnostics)
-        self.last_ckpt = str(self.out_dir / CHECKPOINT_NAME)
+        self.last_ckpt, self.last_ckpt_epoch = str(self.plan.resume_path), self.start_epoch
         log.info("resuming %s from epoch %d", self.last_ckpt, self.start_epoch)
 
     def _contents(self, epoch: int, complete: bool, final: dict | None) -> dict[str, Any]:
@@ -213,11 +310,68 @@ class _Runner:
         )
 
     def _checkpoint(self, epoch: int) -> None:
-        """Save checkpoint.pt and history.csv of an unfinished run (main process), then sync."""
+        """Save checkpoint.partial.pt and history.csv of an unfinished run (main process), then
+        sync."""
         if self.is_main:
             path = records.save_progress(self.out_dir, self._contents(epoch, False, None))
             self.last_ckpt = str(path)
+        self.last_ckpt_epoch, self._snapshot, self._snapshot_epoch = epoch, None, None
         self.acc.wait_for_everyone()
+
+    # -- stopping on SIGTERM / SIGINT (vssl.train.signals) -------------------------------------
+    #
+    # The state saved on a signal is that of the last completed epoch: a mid-epoch state would
+    # need the loader to skip into an epoch and the epoch's running sums, and an epoch-boundary
+    # state resumes bit-exactly on CPU like any periodic checkpoint. Epochs that the cadence
+    # does not checkpoint are kept in memory (a CPU copy, main process) for that purpose.
+
+    def _remember(self, epoch: int) -> None:
+        """After an epoch without a checkpoint: keep its state for a checkpoint on a signal."""
+        if self.stop is None or not self.params.pretrain.checkpoint_on_signal:
+            return
+        if self.is_main:
+            self._snapshot = _cpu_copy(self._contents(epoch, False, None))
+        self._snapshot_epoch = epoch
+
+    def _signal_check(self, epoch: int, micro: int) -> None:
+        """Before micro-step ``micro`` of ``epoch`` (0-based): stop if a signal arrived. Several
+        processes agree (every ``SIGNAL_SYNC_EVERY`` micro-steps) so that all stop together."""
+        self._epoch_now = epoch
+        received = self.stop.received if self.stop is not None else None
+        if self.acc.num_processes > 1:
+            if micro % SIGNAL_SYNC_EVERY:
+                return
+            flag = torch.tensor([received or 0], device=self.device)
+            received = int(self.acc.gather(flag).max()) or None
+        if received:
+            self._stop_on_signal(received, epoch, sync=True)
+
+    def _stop_on_signal(self, signum: int, epoch: int, sync: bool) -> None:
+        """Save the last completed epoch (if not on disk yet and ``checkpoint_on_signal``), tag
+        the MLflow run and raise :class:`Interrupted` (the run then ends KILLED). ``sync``:
+        wait for the other processes (False when they may not get here together)."""
+        from vssl import tracking
+
+        step = self.record.global_step - epoch * self.plan.steps_per_epoch
+        path, done, note = self.last_ckpt, self.last_ckpt_epoch, ""
+        if self._snapshot_epoch is not None:
+            if self.is_main and self._snapshot is not None:
+                path = str(records.save_progress(self.out_dir, self._snapshot))
+            done = self._snapshot_epoch
+        elif path is None:
+            note = (
+                "no epoch completed yet; a rerun starts over"
+                if self.params.pretrain.checkpoint_on_signal
+                else "pretrain.checkpoint_on_signal is false; a rerun starts over"
+            )
+        if sync:
+            self.acc.wait_for_everyone()
+        exc = Interrupted(
+            signum, epoch=epoch + 1, step=step, checkpoint=path, checkpoint_epoch=done, note=note
+        )
+        if self.is_main:  # the CLI prints exc.message(), once
+            tracking.set_tags({"interrupted": f"{exc.signal_name} at epoch {epoch + 1}"})
+        raise exc
 
     def _finish(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         """The complete checkpoint, metrics.json and the MLflow artifacts (one path for trained
@@ -229,19 +383,29 @@ class _Runner:
         return self.record.wall_time_s + (time.perf_counter() - self.t_start)
 
     def _final_metrics(self) -> dict[str, Any]:
-        return records.final_metrics(
+        from vssl.train.monitor import steady_images_per_second
+
+        metrics = records.final_metrics(
             self.plan,
             self.record,
             wall_time_s=self._wall(),
             world_size=self.acc.num_processes,
             device=self.device.type,
         )
+        metrics["images_per_second_steady"] = steady_images_per_second(
+            self.record.history, first_epoch_here=self.start_epoch + 1
+        )
+        return metrics
 
     # -- evaluation ----------------------------------------------------------------------------
 
-    def _evaluate(self, knn: bool) -> dict[str, float | None]:
+    def _evaluate(self, knn: bool, probe: bool = True) -> dict[str, float | None]:
+        """The monitors due: kNN if ``knn``, the online probe if ``probe`` or ``knn`` (the test
+        features are there then); neither: no pass over the test split at all."""
         from vssl.train.monitor import evaluate
 
+        if not (knn or probe):
+            return {"online_probe_top1": None, "knn_top1": None}
         return evaluate(
             self.method.backbone,
             self.probe if self.trainable else None,
@@ -252,6 +416,11 @@ class _Runner:
             num_classes=self.plan.spec.num_classes,
         )
 
+    def _eval_due(self, epoch_done: int) -> bool:
+        """The online probe's test pass: every ``eval_every`` epochs and after the last one."""
+        every = self.params.pretrain.eval_every
+        return epoch_done % every == 0 or epoch_done == self.plan.total_epochs
+
     def _knn_due(self, epoch_done: int) -> bool:
         every = self.params.pretrain.knn_every
         if every <= 0:
@@ -260,14 +429,11 @@ class _Runner:
 
     # -- training ------------------------------------------------------------------------------
 
-    def _check_finite(self, loss: Tensor, epoch: int) -> None:
-        """Raise NonFiniteLossError if the loss is NaN/inf on any process (all agree)."""
-        from vssl.train.guards import raise_if_nonfinite
-
-        step = self.record.global_step + 1
-        raise_if_nonfinite(loss, self.acc, step, epoch + 1, self.last_ckpt)
-
     def _train_epoch(self, epoch: int, progress: Any) -> dict[str, Any]:
+        """One epoch of training steps. No step reads a value back from the device: the loss
+        sums, the collapse statistic and the non-finite check stay there, and the host reads
+        them only every ``log_every`` optimiser steps (:meth:`_read_progress`) and at the end
+        of the epoch (:meth:`_epoch_row`), before anything is evaluated or saved."""
         from vssl.train.loader import STEP, mix_seed
         from vssl.train.monitor import embedding_spread
 
@@ -277,9 +443,10 @@ class _Runner:
         sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         n_micro = 0
         lr = tau = None
-        pc = self.params.pretrain
+        log_every = self.params.pretrain.log_every
         t0 = time.perf_counter()
         for x1, x2, y in self.batches.epoch(epoch):
+            step = rec.global_step + 1  # the optimiser step this micro-step belongs to
             out = train_step(
                 self.acc,
                 self.model,
@@ -287,7 +454,7 @@ class _Runner:
                 x1,
                 x2,
                 y,
-                check=lambda loss, e=epoch: self._check_finite(loss, e),
+                check=lambda loss, s=step: self.nonfinite.observe(loss, s),
                 clip=self.clip,
             )
             n_micro += 1
@@ -302,53 +469,79 @@ class _Runner:
                 self.scheduler.step()
                 rec.global_step += 1
                 tau = self.method.momentum_update(rec.global_step, self.total_steps)
-                self._report_step(epoch, sums, n_micro, lr, t0, progress, pc.log_every)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        images = self.plan.steps_per_epoch * pc.batch_size
-        rec.images_seen += images
-        rec.train_time_s += dt
-        means = {k: v / max(n_micro, 1) for k, v in sums.items()}
-        if self.acc.num_processes > 1:
-            keys = sorted(means)
-            stacked = self.acc.reduce(torch.stack([means[k] for k in keys]), reduction="mean")
-            means = dict(zip(keys, stacked, strict=True))
-        row: dict[str, Any] = {k: float(v) for k, v in means.items()}
-        row["online_probe_loss"] = row.pop("probe_loss", None)
-        row.update(lr=lr, tau=tau, images_per_second=images / dt if dt > 0 else None)
-        row["epoch_time_s"] = dt
-        return row
+                if progress is not None:
+                    progress.update(1)
+                step_in_epoch = rec.global_step - epoch * self.plan.steps_per_epoch
+                if step_in_epoch % log_every == 0:
+                    self._read_progress(epoch, step_in_epoch, sums, n_micro, lr, t0, progress)
+        return self._epoch_row(sums, n_micro, lr, tau, t0)
 
-    def _report_step(
+    def _check_nonfinite(self) -> None:
+        """Stop (NonFiniteLossError) if any step so far had a non-finite loss: a host read."""
+        self.nonfinite.raise_if_bad(
+            self.acc, self.plan.steps_per_epoch, self.last_ckpt, self.record.global_step
+        )
+
+    def _read_progress(
         self,
         epoch: int,
+        step_in_epoch: int,
         sums: dict[str, Tensor],
         n_micro: int,
         lr: float,
         t0: float,
         progress: Any,
-        log_every: int,
     ) -> None:
-        step_in_epoch = self.record.global_step - epoch * self.plan.steps_per_epoch
-        if progress is None and step_in_epoch % log_every != 0:
-            return
+        """Every ``log_every`` optimiser steps: the non-finite check, then the running loss and
+        embedding spread on the progress bar or in a log line (one read of both)."""
+        self._check_nonfinite()
         ips = step_in_epoch * self.params.pretrain.batch_size / max(time.perf_counter() - t0, 1e-9)
-        loss = float(sums["loss"]) / n_micro
+        loss, spread = (torch.stack([sums["loss"], sums["z_spread"]]) / n_micro).tolist()
         if progress is not None:
             progress.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.0f}", refresh=False)
-            progress.update(1)
         elif self.is_main:
             log.info(
-                "epoch %d/%d step %d/%d loss %.4f lr %.4g img/s %.1f",
+                "epoch %d/%d step %d/%d loss %.4f spread %.3f lr %.4g img/s %.1f",
                 epoch + 1,
                 self.plan.total_epochs,
                 step_in_epoch,
                 self.plan.steps_per_epoch,
                 loss,
+                spread,
                 lr,
                 ips,
             )
+
+    def _epoch_row(
+        self,
+        sums: dict[str, Tensor],
+        n_micro: int,
+        lr: float | None,
+        tau: float | None,
+        t0: float,
+    ) -> dict[str, Any]:
+        """The end of an epoch's training: the non-finite check (before the epoch is evaluated
+        or saved), the epoch time and the history row of the epoch means."""
+        self._check_nonfinite()  # also waits for the device: the epoch time is complete
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        pc = self.params.pretrain
+        images = self.plan.steps_per_epoch * pc.batch_size
+        rec = self.record
+        rec.images_seen += images
+        rec.train_time_s += dt
+        keys = list(sums)  # the same order on every process
+        row: dict[str, Any] = {}
+        if keys:
+            means = torch.stack([sums[k] for k in keys]) / max(n_micro, 1)
+            if self.acc.num_processes > 1:
+                means = self.acc.reduce(means, reduction="mean")
+            row = dict(zip(keys, means.tolist(), strict=True))
+        row["online_probe_loss"] = row.pop("probe_loss", None)
+        row.update(lr=lr, tau=tau, images_per_second=images / dt if dt > 0 else None)
+        row["epoch_time_s"] = dt
+        return row
 
     def _progress(self) -> Any:
         show = self.job.show_progress
@@ -371,6 +564,10 @@ class _Runner:
         from vssl import tracking
 
         self.t_start = time.perf_counter()
+        if self.stop is not None:
+            # From here on a signal only stops the run at the next micro-step (or epoch) start.
+            self.stop.defer()
+            self.batches = _StopAtSignal(self.batches, self._signal_check)
         job = self.job
         ctx: Any = contextlib.nullcontext()
         if self.is_main:
@@ -401,7 +598,7 @@ class _Runner:
 
     def _train_loop(self) -> dict[str, Any]:
         from vssl import tracking
-        from vssl.train.guards import epoch_warnings
+        from vssl.train.guards import NonFiniteLossError, epoch_warnings
 
         p, pc = self.plan, self.params.pretrain
         stop = self.job.stop_after or p.total_epochs
@@ -417,7 +614,11 @@ class _Runner:
             try:
                 for epoch in range(self.start_epoch, min(stop, p.total_epochs)):
                     row = {"epoch": epoch + 1, **self._train_epoch(epoch, progress)}
-                    row.update(self._evaluate(knn=self._knn_due(epoch + 1)))
+                    row.update(
+                        self._evaluate(
+                            knn=self._knn_due(epoch + 1), probe=self._eval_due(epoch + 1)
+                        )
+                    )
                     self.record.history.append(row)
                     if self.is_main:
                         records.log_epoch(row, p.total_epochs)
@@ -430,6 +631,16 @@ class _Runner:
                         break
                     if done % pc.checkpoint_every == 0 or done == stop:
                         self._checkpoint(done)
+                    else:
+                        self._remember(done)
+            except Exception as e:
+                received = self.stop.received if self.stop is not None else None
+                if received is None or isinstance(e, NonFiniteLossError):
+                    raise
+                # An error while a signal is pending is its consequence (DataLoader workers
+                # killed by the same SIGTERM): stop as for the signal, without a sync.
+                log.warning("stopping on a signal after %s: %s", type(e).__name__, e)
+                self._stop_on_signal(received, self._epoch_now, sync=False)
             finally:
                 if progress is not None:
                     progress.close()
@@ -446,7 +657,7 @@ class _Runner:
         self.record.history = []
         metrics = self._final_metrics()
         metrics.update(epochs=0, online_probe_top1=None, knn_top1=ev["knn_top1"])
-        metrics["images_per_second"] = None
+        metrics["images_per_second"] = metrics["images_per_second_steady"] = None
         if self.is_main:
             tracking.log_metrics({"knn_top1": ev["knn_top1"]}, step=0)
         return self._finish(0, metrics)

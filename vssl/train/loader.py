@@ -10,8 +10,11 @@ batches with the same augmentations as a run that never stopped.
 - Per-sample CPU augmentation (DataLoader workers): sample i of epoch e is augmented under
   ``torch.manual_seed(mix_seed(seed, AUGMENT, e, i))`` inside ``fork_rng`` (so neither the
   worker assignment nor the process count changes an image's views).
-- Batched augmentation (GPUTwoViewAugment, on the accelerator or on CPU): micro-batch
-  (e, s, m) of rank r is augmented under ``mix_seed(seed, AUGMENT, e, s, m, r)``.
+- Batched augmentation (:class:`vssl.augment.TensorTwoViewAugment`, plain tensor ops on the
+  accelerator or on CPU; kornia's ``GPUTwoViewAugment`` on request): micro-batch (e, s, m) of
+  rank r is augmented under ``mix_seed(seed, AUGMENT, e, s, m, r)`` (the global RNG of the
+  images' device, forked and restored). The epoch's sample indices go to the device once, at
+  the start of the epoch (pinned memory, non-blocking), not once per micro-batch.
 
 :class:`TrainBatches` picks one of the two for a run and yields each epoch's micro-batches.
 """
@@ -93,8 +96,10 @@ def cpu_epoch(
     epoch: int,
     num_workers: int,
     device: torch.device,
+    channels_last: bool = False,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """Micro-batches ``(x1, x2, y)`` on ``device`` from DataLoader workers (per-sample views)."""
+    """Micro-batches ``(x1, x2, y)`` on ``device`` from DataLoader workers (per-sample views),
+    the views ``channels_last`` if asked."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(
@@ -103,10 +108,11 @@ def cpu_epoch(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )
+    fmt = torch.channels_last if channels_last else torch.preserve_format
     for (x1, x2), y in loader:
         yield (
-            x1.to(device, non_blocking=True),
-            x2.to(device, non_blocking=True),
+            x1.to(device, non_blocking=True, memory_format=fmt),
+            x2.to(device, non_blocking=True, memory_format=fmt),
             torch.as_tensor(y).to(device, non_blocking=True),
         )
 
@@ -121,13 +127,20 @@ def batched_epoch(
     rank: int,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Micro-batches ``(x1, x2, y)`` augmented in batches where ``images`` live (uint8 on the
-    accelerator, or CPU)."""
+    accelerator, or CPU). The plan's indices are copied to that device once (pinned,
+    non-blocking); nothing here waits for the device."""
+    if not plan:
+        return
     device = images.device
+    indices = torch.stack([torch.stack(step) for step in plan])  # (steps, accum, micro)
+    if device.type == "cuda":
+        indices = indices.pin_memory()
+    indices = indices.to(device, non_blocking=True)
     # Fork (and restore) the RNG of the device the augmentation samples on; CPU is always forked.
     fork = {"devices": [device.index or 0], "device_type": "cuda"} if device.type == "cuda" else {}
-    for s, step in enumerate(plan):
-        for m, idx in enumerate(step):
-            idx = idx.to(device)
+    for s in range(indices.shape[0]):
+        for m in range(indices.shape[1]):
+            idx = indices[s, m]
             with torch.random.fork_rng(**({"devices": []} | fork)):
                 torch.manual_seed(mix_seed(seed, AUGMENT, epoch, s, m, rank))
                 x1, x2 = augment(images[idx])
@@ -139,9 +152,11 @@ class TrainBatches:
 
     ``train`` is a plan's training source (:class:`vssl.train.plan.Plan`): with
     ``gpu_augment`` its uint8 images and labels are moved to ``device`` once and augmented there
-    in batches (:func:`batched_epoch`); otherwise the views are drawn per sample in
-    ``num_workers`` DataLoader workers (:func:`cpu_epoch`). The images are normalised with
-    ``mean``/``std`` after the augmentation ``recipe``.
+    in batches (:func:`batched_epoch`; ``batched`` picks the implementation: ``"tensor"``,
+    :class:`~vssl.augment.TensorTwoViewAugment`, or ``"kornia"``); otherwise the views are drawn
+    per sample in ``num_workers`` DataLoader workers (:func:`cpu_epoch`). The images are
+    normalised with ``mean``/``std`` after the augmentation ``recipe``; the views come
+    ``channels_last`` if asked, and ``compile_augment`` compiles the plain-tensor ops.
     """
 
     def __init__(
@@ -159,15 +174,28 @@ class TrainBatches:
         world: int,
         rank: int,
         num_workers: int,
+        channels_last: bool = False,
+        batched: str = "tensor",
+        compile_augment: bool = False,
     ) -> None:
-        from vssl.augment import GPUTwoViewAugment, TwoViewTransform
+        from vssl.augment import GPUTwoViewAugment, TensorTwoViewAugment, TwoViewTransform
 
         self.n = len(train["labels"]) if "labels" in train else len(train["dataset"])
         self.gpu_augment, self.device, self.seed = gpu_augment, device, seed
         self.global_batch, self.accum, self.world, self.rank = global_batch, accum, world, rank
-        self.num_workers = num_workers
+        self.num_workers, self.channels_last = num_workers, channels_last
         if gpu_augment:
-            self.augment = GPUTwoViewAugment(recipe, mean, std).to(device)
+            if batched == "tensor":
+                aug: torch.nn.Module = TensorTwoViewAugment(
+                    recipe, mean, std, channels_last=channels_last
+                )
+                if compile_augment:
+                    aug.compile_ops()
+            elif batched == "kornia":
+                aug = GPUTwoViewAugment(recipe, mean, std)
+            else:
+                raise ValueError(f"unknown batched augmentation {batched!r}; known: tensor, kornia")
+            self.augment = aug.to(device)
             self.images = train["images"].to(device)
             self.labels = train["labels"].to(device)
         else:
@@ -185,4 +213,6 @@ class TrainBatches:
             return batched_epoch(
                 self.images, self.labels, self.augment, plan, self.seed, epoch, self.rank
             )
-        return cpu_epoch(self.dataset, plan, epoch, self.num_workers, self.device)
+        return cpu_epoch(
+            self.dataset, plan, epoch, self.num_workers, self.device, self.channels_last
+        )

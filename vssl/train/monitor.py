@@ -1,7 +1,8 @@
 """Monitors run during pretraining: the monitors' frozen features (:func:`monitor_features`,
 not to be confused with the ``extract_features`` stage, :mod:`vssl.eval.extract`), the online
 linear probe's accuracy, the kNN monitor (:func:`evaluate` runs both once per epoch) and the
-representation-collapse statistic.
+representation-collapse statistic, and the steady-state throughput of a run
+(:func:`steady_images_per_second`).
 
 The kNN math is :mod:`vssl.eval.knn` (the same code as the final kNN probe): cosine similarity
 on L2-normalised backbone features, the k = 20 nearest train samples vote with weight
@@ -148,3 +149,20 @@ def evaluate(
         train_f, train_y = monitor_features(backbone, knn_train, accelerator, batch_size)
         out["knn_top1"] = knn_top1(train_f, train_y, test_f, test_y, num_classes=num_classes)
     return out
+
+
+def steady_images_per_second(
+    history: list[dict[str, Any]], first_epoch_here: int = 1
+) -> float | None:
+    """Training images per second over the run's epochs except epoch 1 and
+    ``first_epoch_here`` (the first epoch this process trained, after a resume): those pay the
+    warm-up (allocator, cuDNN autotuning, torch.compile). From the history rows'
+    ``images_per_second`` and ``epoch_time_s``; None with no other epoch."""
+    images = seconds = 0.0
+    for row in history:
+        ips, dt = row.get("images_per_second"), row.get("epoch_time_s")
+        if row.get("epoch") in (1, first_epoch_here) or not ips or not dt:
+            continue
+        images += ips * dt
+        seconds += dt
+    return images / seconds if seconds > 0 else None

@@ -38,6 +38,11 @@ class LARS(Optimizer):
     then ``buf <- momentum * buf + g`` and ``w <- w - lr * buf`` for every parameter. Groups
     with ``lars_exclude=True`` (biases and normalisation parameters) skip both the adaptation and
     the weight decay.
+
+    Each group is updated with ``torch._foreach_*`` kernels over all its parameters at once (the
+    norms with ``_foreach_norm``, the trust ratios as one vector): a few multi-tensor kernels
+    per group instead of about fifteen small kernels per parameter, and no host sync (the
+    trust ratio never leaves the device).
     """
 
     def __init__(
@@ -72,27 +77,41 @@ class LARS(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d_p = p.grad
-                if not group["lars_exclude"]:
-                    p_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d_p)
-                    trust = group["eta"] * p_norm / (g_norm + wd * p_norm + group["eps"])
-                    if group["clip_lr"]:
-                        trust = torch.clamp(trust / lr, max=1.0)
-                    trust = torch.where((p_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
-                    d_p = d_p.add(p, alpha=wd).mul_(trust)
-                if mom > 0:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.clone(d_p).detach()
-                    else:
-                        state["momentum_buffer"].mul_(mom).add_(d_p)
-                    d_p = state["momentum_buffer"]
-                p.add_(d_p, alpha=-lr)
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._update_group(group, params)
         return loss
+
+    def _update_group(self, group: dict, params: list[torch.Tensor]) -> None:
+        lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
+        grads = [p.grad for p in params]
+        if group["lars_exclude"]:
+            d_ps = grads
+        else:
+            p_norm = torch.stack(torch._foreach_norm(params))
+            g_norm = torch.stack(torch._foreach_norm(grads))
+            trust = group["eta"] * p_norm / (g_norm + wd * p_norm + group["eps"])
+            if group["clip_lr"]:
+                trust = torch.clamp(trust / lr, max=1.0)
+            trust = torch.where((p_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
+            d_ps = torch._foreach_add(grads, params, alpha=wd)
+            torch._foreach_mul_(d_ps, list(trust.to(grads[0].dtype).unbind(0)))
+        if mom > 0:
+            bufs, old_bufs, old_d = [], [], []
+            for p, d in zip(params, d_ps, strict=True):
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:  # the first step: buf = g
+                    state["momentum_buffer"] = buf = torch.clone(d).detach()
+                else:
+                    old_bufs.append(buf)
+                    old_d.append(d)
+                bufs.append(buf)
+            if old_bufs:
+                torch._foreach_mul_(old_bufs, mom)
+                torch._foreach_add_(old_bufs, old_d)
+            d_ps = bufs
+        torch._foreach_add_(params, d_ps, alpha=-lr)
 
 
 def param_groups(model: nn.Module, weight_decay: float, lars: bool) -> list[dict]:

@@ -1,10 +1,11 @@
 """Planning a pretraining job: every check before anything expensive, then the data.
 
 :func:`plan_pretraining` turns a :class:`PretrainJob` into a validated :class:`Plan`, cheapest
-checks first (method, dataset and augmentation preset, epochs, the batch split across processes,
-mixed precision, existing outputs and the checkpoint to resume), then loads the data (which is
-what proves its files are there). Errors are ``ConfigError`` subclasses (the CLI exits 2) and
-leave nothing behind: no model is built and no MLflow run started before the plan exists.
+checks first (method, the output folder, dataset and augmentation preset, epochs, the batch split
+across processes, mixed precision, existing outputs and the checkpoint to resume), then loads the
+data (which is what proves its files are there). Errors are ``ConfigError`` subclasses (the CLI
+exits 2) and leave nothing behind: no model is built and no MLflow run started before the plan
+exists.
 
 Also here: the training fingerprint compared on ``--resume`` (:func:`training_fingerprint`,
 :func:`check_resumable`) and the process state Accelerate launches into (:func:`use_cpu`,
@@ -13,6 +14,7 @@ Also here: the training fingerprint compared on ``--resume`` (:func:`training_fi
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,20 +23,44 @@ from typing import Any
 import torch
 
 from vssl.config import KNOWN_METHODS, ConfigError, Params
-from vssl.train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
-from vssl.train.records import OUTPUT_NAMES
+from vssl.io import check_writable_dir
+from vssl.train.checkpoint import (
+    CHECKPOINT_NAME,
+    PARTIAL_CHECKPOINT_NAME,
+    CheckpointError,
+    load_checkpoint,
+)
+from vssl.train.records import RUN_FILES
 
-# Params keys that do not change what is trained (allowed to differ on --resume).
-_NON_TRAINING_KEYS = {
-    "pretrain": {"epochs", "epochs_by_dataset", "checkpoint_every", "log_every", "knn_every"},
-    "data": {"num_workers"},
-}
+log = logging.getLogger("vssl.train")
+
+# What only resuming may ignore, beyond the workflow's NON_RESULT_KEYS: the epoch counts (the
+# schedule's length is checked on its own, against the checkpoint's `total_epochs`) and the
+# monitors' cadences (they change history.csv, not the weights).
+_RESUME_ALSO_IGNORES = {"pretrain": ("epochs", "epochs_by_dataset", "knn_every", "eval_every")}
+
+
+def resume_ignored_keys() -> dict[str, set[str]]:
+    """Section -> the keys that may differ on ``--resume`` (left out of
+    :func:`training_fingerprint`): :data:`vssl.workflow.NON_RESULT_KEYS` plus
+    ``pretrain.epochs``, ``pretrain.epochs_by_dataset``, ``pretrain.knn_every`` and
+    ``pretrain.eval_every``."""
+    from vssl.workflow import NON_RESULT_KEYS
+
+    out: dict[str, set[str]] = {}
+    for table in (NON_RESULT_KEYS, _RESUME_ALSO_IGNORES):
+        for section, keys in table.items():
+            out.setdefault(section, set()).update(keys)
+    return out
 
 
 @dataclass
 class PretrainJob:
     """One pretraining job. ``stop_after``: stop (checkpointed, resumable) after that many
-    completed epochs while keeping the schedule of ``epochs`` (simulates a preemption)."""
+    completed epochs while keeping the schedule of ``epochs`` (simulates a preemption).
+    ``restart_incompatible`` (with ``resume``): a checkpoint trained with other settings is
+    discarded and the run starts over, instead of an error (what the pipeline's rules ask for:
+    they rerun a job only when its inputs changed)."""
 
     params: Params
     dataset: str
@@ -47,6 +73,7 @@ class PretrainJob:
     overwrite: bool = False
     stop_after: int | None = None
     show_progress: bool | None = None  # None: a tqdm bar when stderr is a terminal
+    restart_incompatible: bool = False
 
     def __post_init__(self) -> None:
         self.variant = self.variant or self.method
@@ -59,7 +86,9 @@ class Plan:
     ``train``, ``test`` and ``knn_train`` are the data sources: ``{"images": uint8 (N, C, H, W),
     "labels": (N,)[, "transform": eval transform]}`` for in-memory datasets, else ``{"dataset":
     Dataset[, "num_workers": int]}``. ``micro_batch`` is one process's share of one accumulation
-    step; ``resume_ckpt`` the loaded checkpoint to continue (None: start fresh).
+    step; ``resume_ckpt`` the loaded checkpoint to continue (None: start fresh), read from
+    ``resume_path``; ``start_over``: delete the folder's run files before training
+    (``--overwrite``, or an incompatible checkpoint discarded by ``restart_incompatible``).
     """
 
     job: PretrainJob
@@ -79,6 +108,8 @@ class Plan:
     steps_per_epoch: int
     fingerprint: dict[str, Any]
     resume_ckpt: dict[str, Any] | None = None
+    resume_path: Path | None = None
+    start_over: bool = False
 
 
 def use_cpu() -> bool:
@@ -101,14 +132,16 @@ def process_state() -> Any:
 
 def training_fingerprint(params: Params, method: str, dataset: str) -> dict[str, Any]:
     """The flattened part of the config that determines the trained weights (compared on
-    ``--resume``): backbone, pretrain (minus epochs and logging cadence), data subsets, the
-    method's hyperparameters and the npz dataset's declaration."""
+    ``--resume``): backbone, pretrain and data (minus :func:`resume_ignored_keys`), the
+    method's hyperparameters and the npz dataset's declaration. The ``mlflow`` section is not
+    part of it."""
     from vssl.tracking import flatten
 
     d = params.to_dict()
+    ignored = resume_ignored_keys()
     fp: dict[str, Any] = {"backbone": d["backbone"], "methods": {method: d["methods"][method]}}
     for section in ("pretrain", "data"):
-        skip = _NON_TRAINING_KEYS[section]
+        skip = ignored.get(section, set())
         fp[section] = {k: v for k, v in d[section].items() if k not in skip}
     if dataset in d["datasets"]:
         fp["datasets"] = {dataset: d["datasets"][dataset]}
@@ -128,28 +161,57 @@ def resolve_mixed_precision(setting: str, device_type: str) -> str:
 
 
 def check_resumable(
-    ckpt: dict[str, Any], fingerprint: dict[str, Any], total_epochs: int, out_dir: Path
+    ckpt: dict[str, Any], fingerprint: dict[str, Any], total_epochs: int, path: Path
 ) -> None:
-    """Raise CheckpointError unless ``ckpt`` was trained with this fingerprint and epoch count."""
+    """Raise CheckpointError unless ``ckpt`` (read from ``path``, a checkpoint file or the run
+    folder) was trained with this fingerprint and epoch count."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    reason = incompatibility(ckpt, fingerprint, total_epochs)
+    if reason is None:
+        return
+    if reason.startswith("schedules"):
+        raise CheckpointError(
+            f"{path} {reason}; the learning-rate schedule would differ (use --overwrite)"
+        )
+    raise CheckpointError(
+        f"{path} {reason}; resume with the same settings or start over with --overwrite"
+    )
+
+
+def incompatibility(
+    ckpt: dict[str, Any], fingerprint: dict[str, Any], total_epochs: int
+) -> str | None:
+    """Why ``ckpt`` cannot be continued with this fingerprint and epoch count (None: it can)."""
     old = ckpt.get("fingerprint", {})
     diff = sorted(
         k for k in set(old) | set(fingerprint) if old.get(k, "<absent>") != fingerprint.get(k)
     )
     if diff:
         shown = "; ".join(f"{k}: {old.get(k)!r} -> {fingerprint.get(k)!r}" for k in diff[:6])
-        raise CheckpointError(
-            f"{out_dir / CHECKPOINT_NAME} was trained with a different configuration ({shown}); "
-            "resume with the same settings or start over with --overwrite"
-        )
+        return f"was trained with a different configuration ({shown})"
     if ckpt.get("total_epochs") != total_epochs:
-        raise CheckpointError(
-            f"{out_dir / CHECKPOINT_NAME} schedules {ckpt.get('total_epochs')} epochs, this run "
-            f"{total_epochs}; the learning-rate schedule would differ (use --overwrite)"
-        )
+        return f"schedules {ckpt.get('total_epochs')} epochs, this run {total_epochs}"
+    return None
 
 
 def _existing_outputs(out_dir: Path) -> list[str]:
-    return [n for n in OUTPUT_NAMES if (out_dir / n).exists()]
+    return [n for n in RUN_FILES if (out_dir / n).exists()]
+
+
+def _checkpoint_to_resume(out_dir: Path, expect: dict[str, Any]) -> tuple[Path, dict] | None:
+    """The checkpoint ``--resume`` continues from: checkpoint.pt when it is complete, else
+    checkpoint.partial.pt (an unfinished run), else an unfinished checkpoint.pt (written by
+    earlier versions); None when the folder holds neither."""
+    complete, partial = out_dir / CHECKPOINT_NAME, out_dir / PARTIAL_CHECKPOINT_NAME
+    if complete.exists():
+        ckpt = load_checkpoint(complete, expect=expect)
+        if ckpt.get("complete") or not partial.exists():
+            return complete, ckpt
+    if partial.exists():
+        return partial, load_checkpoint(partial, expect=expect)
+    return None
 
 
 def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
@@ -161,6 +223,11 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
     params = job.params
     if job.method not in KNOWN_METHODS:
         raise ConfigError(f"unknown method {job.method!r}; known: {', '.join(KNOWN_METHODS)}")
+    # The folder must be able to hold the run (not a file, no file among its parents, writable):
+    # otherwise a whole run would train and then die at its first checkpoint.
+    out_dir = check_writable_dir(job.out_dir, "--out folder")
+    if job.restart_incompatible and not job.resume:
+        raise ConfigError("--restart-incompatible only applies with --resume")
     spec = get_spec(job.dataset, params)  # DataError for unknown names / unreadable npz
     try:
         recipe = get_preset(spec.preset)
@@ -199,9 +266,9 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
         )
 
     # Outputs and the checkpoint to resume, before loading data (cheap and decisive).
-    out_dir = Path(job.out_dir)
     existing = _existing_outputs(out_dir)
-    resume_ckpt = None
+    resume_ckpt = resume_path = None
+    start_over = job.overwrite
     fingerprint = training_fingerprint(params, job.method, job.dataset)
     if job.resume and job.overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
@@ -210,17 +277,18 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
             f"{out_dir} already holds a run ({', '.join(existing)}); pass --resume to continue "
             "it or --overwrite to start over"
         )
-    if job.resume and (out_dir / CHECKPOINT_NAME).exists():
-        resume_ckpt = load_checkpoint(
-            out_dir / CHECKPOINT_NAME,
-            expect={
-                "method": job.method,
-                "variant": job.variant,
-                "dataset": job.dataset,
-                "seed": job.seed,
-            },
-        )
-        check_resumable(resume_ckpt, fingerprint, total_epochs, out_dir)
+    if job.resume:
+        expect = {"method": job.method, "variant": job.variant, "dataset": job.dataset}
+        found = _checkpoint_to_resume(out_dir, {**expect, "seed": job.seed})
+        if found is not None:
+            resume_path, resume_ckpt = found
+            reason = incompatibility(resume_ckpt, fingerprint, total_epochs)
+            if reason is not None and job.restart_incompatible:
+                log.warning("%s %s; starting over (--restart-incompatible)", resume_path, reason)
+                resume_ckpt = resume_path = None
+                start_over = True
+            else:
+                check_resumable(resume_ckpt, fingerprint, total_epochs, resume_path)
 
     # Data: loading it is what proves the files are there (DataError otherwise).
     eval_tf = eval_transform(recipe, spec.mean, spec.std)
@@ -268,4 +336,6 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
         steps_per_epoch=steps,
         fingerprint=fingerprint,
         resume_ckpt=resume_ckpt,
+        resume_path=resume_path,
+        start_over=start_over,
     )

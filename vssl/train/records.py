@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vssl.train.checkpoint import CHECKPOINT_NAME
+from vssl.train.checkpoint import CHECKPOINT_NAME, PARTIAL_CHECKPOINT_NAME
 from vssl.train.monitor import KNN_K, KNN_T
 
 if TYPE_CHECKING:
@@ -41,7 +41,11 @@ log = logging.getLogger("vssl.train")
 
 METRICS_NAME = "metrics.json"
 HISTORY_NAME = "history.csv"
+# The declared outputs of a run (what Snakemake and DVC know), then every file a run writes:
+# an unfinished run keeps its state in checkpoint.partial.pt, which no workflow declares, so
+# neither Snakemake's cleanup of an incomplete job nor `dvc repro` deletes the progress.
 OUTPUT_NAMES = (CHECKPOINT_NAME, METRICS_NAME, HISTORY_NAME)
+RUN_FILES = (*OUTPUT_NAMES, PARTIAL_CHECKPOINT_NAME)
 
 HISTORY_HEAD = ["epoch", "loss"]
 # Per-step values the loop itself adds (after the loss terms).
@@ -231,15 +235,23 @@ def checkpoint_contents(
 
 
 def save_progress(out_dir: Path, contents: Mapping[str, Any]) -> Path:
-    """Write checkpoint.pt (atomically) and history.csv from a :func:`checkpoint_contents`
-    dict (main process only); returns the checkpoint's path."""
+    """Write the checkpoint (atomically) and history.csv from a :func:`checkpoint_contents`
+    dict (main process only); returns the checkpoint's path.
+
+    An unfinished run (``contents["complete"]`` false) goes to checkpoint.partial.pt; the
+    complete one to checkpoint.pt, after which the partial file is removed (a kill between the
+    two leaves both; ``--resume`` then takes the complete one and removes the other)."""
     from vssl.io import write_text
     from vssl.train.checkpoint import save_checkpoint
 
-    path = Path(out_dir) / CHECKPOINT_NAME
+    out = Path(out_dir)
+    complete = bool(contents.get("complete"))
+    path = out / (CHECKPOINT_NAME if complete else PARTIAL_CHECKPOINT_NAME)
     save_checkpoint(path, contents)
     text = history_csv(contents["history"], contents["terms"], contents.get("diagnostics", ()))
-    write_text(Path(out_dir) / HISTORY_NAME, text)
+    write_text(out / HISTORY_NAME, text)
+    if complete:
+        (out / PARTIAL_CHECKPOINT_NAME).unlink(missing_ok=True)
     return path
 
 
@@ -270,6 +282,8 @@ def log_config_artifact(params: Params) -> None:
     from vssl import tracking
     from vssl.io import write_text
 
+    if not tracking.run_is_open():  # MLflow disabled
+        return
     with tempfile.TemporaryDirectory() as td:
         cfg = Path(td) / "params.yaml"
         write_text(cfg, yaml.safe_dump(params.to_dict(), sort_keys=False))
@@ -306,11 +320,13 @@ def finish(
 
 def restore_outputs(out_dir: Path, ck: Mapping[str, Any], is_main: bool) -> dict[str, Any]:
     """``--resume`` of a complete run: rewrite history.csv and metrics.json from the checkpoint
-    where missing (main process); returns its final metrics."""
+    where missing and remove a leftover checkpoint.partial.pt (main process); returns its final
+    metrics."""
     from vssl.io import write_json, write_text
 
     out = Path(out_dir)
     if is_main:
+        (out / PARTIAL_CHECKPOINT_NAME).unlink(missing_ok=True)
         if not (out / HISTORY_NAME).exists():
             text = history_csv(
                 ck.get("history", []), ck.get("terms", []), ck.get("diagnostics", ())

@@ -1,0 +1,133 @@
+"""What the engine does between training epochs, and what it costs at a cadence.
+
+Runs ``vssl pretrain`` with every per-epoch event due every epoch (online-probe test pass, kNN
+monitor, checkpoint) and times, per epoch, the training loop and each event (the engine's own
+methods, wrapped with timers; the in-memory state kept for a checkpoint on a signal too). Then
+prints the share of training time each event costs at the configured cadence
+(``pretrain.eval_every``, ``knn_every``, ``checkpoint_every`` of the profile, or the ones given).
+
+    python benchmarks/epoch_costs.py --profile ablations --method byol --epochs 3
+    python benchmarks/epoch_costs.py --profile quick --cadence eval_every=5,knn_every=10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+EVENTS = {
+    "_train_epoch": "training loop",
+    "_evaluate:probe": "online-probe test pass",
+    "_evaluate:knn": "online probe + kNN monitor",
+    "_checkpoint": "checkpoint (checkpoint.partial.pt + history.csv)",
+    "_remember": "state kept in memory for a signal (epochs without a checkpoint)",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vssl.cli import main as vssl_main
+    from vssl.config import load_params
+    from vssl.train import engine
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", default=str(ROOT / "params.yaml"))
+    p.add_argument("--profile", default="ablations")
+    p.add_argument("--dataset", default="cifar10_mini")
+    p.add_argument("--method", default="byol")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--set", action="append", default=[], help="params overrides")
+    p.add_argument("--cadence", default="", help="e.g. eval_every=5,knn_every=10")
+    args = p.parse_args(argv)
+
+    times: dict[str, list[float]] = defaultdict(list)
+
+    def timed(name, fn, key=None):
+        def wrapper(self, *a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(self, *a, **k)
+            finally:
+                label = key(a, k) if key else name
+                times[label].append(time.perf_counter() - t0)
+
+        return wrapper
+
+    runner = engine._Runner
+    patched = {
+        "_train_epoch": timed("_train_epoch", runner._train_epoch),
+        "_evaluate": timed(
+            "_evaluate",
+            runner._evaluate,
+            key=lambda a, k: (
+                "_evaluate:knn" if k.get("knn", a[0] if a else False) else "_evaluate:probe"
+            ),
+        ),  # fmt: skip
+        "_checkpoint": timed("_checkpoint", runner._checkpoint),
+    }
+    if hasattr(runner, "_remember"):
+        patched["_remember"] = timed("_remember", runner._remember)
+    originals = {k: getattr(runner, k) for k in patched}
+    every = ["pretrain.eval_every=1", "pretrain.knn_every=2", "pretrain.checkpoint_every=2"]
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = ["pretrain", "--params", args.params, "--profile", args.profile]
+        cmd += ["--dataset", args.dataset, "--method", args.method, "--seed", "0"]
+        cmd += ["--out", str(Path(tmp) / "run"), "--epochs", str(args.epochs), "--no-mlflow"]
+        for s in [*every, *args.set]:
+            cmd += ["--set", s]
+        try:
+            for k, v in patched.items():
+                setattr(runner, k, v)
+            rc = vssl_main(cmd)
+        finally:
+            for k, v in originals.items():
+                setattr(runner, k, v)
+    if rc != 0:
+        return rc
+
+    params = load_params(args.params, profile=args.profile, overrides=args.set)
+    pc = params.pretrain
+    cadence = {
+        "eval_every": pc.eval_every,
+        "knn_every": pc.knn_every,
+        "checkpoint_every": pc.checkpoint_every,
+    }
+    for item in filter(None, args.cadence.split(",")):
+        key, _, value = item.partition("=")
+        cadence[key] = int(value)
+    train = statistics.median(times["_train_epoch"])
+    print(f"\n{args.profile} profile, {args.method}, {args.epochs} epochs; median seconds:")
+    print("| event | seconds | x training epoch |")
+    print("|---|---:|---:|")
+    for key, label in EVENTS.items():
+        if times.get(key):
+            t = statistics.median(times[key])
+            print(f"| {label} | {t:.2f} | {t / train:.3f} |")
+    probe = statistics.median(times["_evaluate:probe"]) if times["_evaluate:probe"] else 0.0
+    knn = statistics.median(times["_evaluate:knn"]) if times["_evaluate:knn"] else probe
+    ckpt = statistics.median(times["_checkpoint"]) if times["_checkpoint"] else 0.0
+    keep = statistics.median(times["_remember"]) if times.get("_remember") else 0.0
+    e, k, c = cadence["eval_every"], cadence["knn_every"], cadence["checkpoint_every"]
+    # per epoch: kNN epochs pay `knn` (which includes the probe pass); others the probe pass
+    # every e epochs; checkpoints every c epochs, the in-memory state on the others.
+    knn_share = (knn / k) if k > 0 else 0.0
+    probe_share = probe * max(0.0, 1 / e - (1 / k if k > 0 else 0.0))
+    ckpt_share = ckpt / c + keep * (1 - 1 / c)
+    total = (knn_share + probe_share + ckpt_share) / train
+    print(
+        f"\ncadence {cadence}: per epoch, evaluation {100 * (knn_share + probe_share) / train:.1f}%"
+        f", checkpoints {100 * ckpt_share / train:.1f}% -> {100 * total:.1f}% of training time"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The GPU check of the engine, in one go (at most ~6 minutes on an H100/H200):
+#   1. benchmarks/throughput.py: VSSL, our BYOL and lightly's BYOL at width 64, batch 256 and 512,
+#      bf16, channels-last, model work only ("none") and with the engine's batched augmentation
+#      ("batched"); images/s, the augmentation's share, GPU busy % (nvidia-smi) and the ratios;
+#   2. `vssl pretrain` (the engine: compile and channels-last on CUDA by default) for 30 epochs
+#      on cifar10-mini with the paper profile, BYOL then VSSL; prints steady-state images/s
+#      (metrics.json's images_per_second_steady: every epoch but the first).
+#
+# Usage, from the repository root:
+#   bash ../shared/device/prepare.sh   # once, on a machine with network: fills .whl/ and .devdata/
+#   bash benchmarks/gpu_check.sh       # on the GPU machine (carry .whl and .devdata there)
+#   bash benchmarks/gpu_check.sh --dry-run   # the same steps at toy sizes on the CPU (~1-2 min)
+#
+# What the GPU machine lacks comes from the repository's folders (made by prepare.sh):
+#   .whl/*.whl   wheels (kornia, pydantic, lightly, ...), installed into a temporary folder
+#                when one of those packages cannot be imported;
+#   .devdata/    cifar10-mini; else ../shared/data or shared/data beside/inside the checkout,
+#                else $VSSL_DATA_ROOT.
+# Results go to $GPU_CHECK_OUT (default: $OUT when set, the device tool's folder, else
+# /tmp/vssl-gpu-check): throughput-*.json/.md and the runs' metrics-*.json and logs.
+set -euo pipefail
+
+dry=0
+for a in "$@"; do
+  case "$a" in
+    --dry-run) dry=1 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $a (use --dry-run)" >&2; exit 2 ;;
+  esac
+done
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+py=${PYTHON:-python3}
+out=${GPU_CHECK_OUT:-${OUT:-/tmp/vssl-gpu-check}}
+mkdir -p "$out"
+start=$(date +%s)
+say() { printf '\n== %s (%ds)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+# -- dependencies ------------------------------------------------------------------------------
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$py" -c "import kornia, pydantic, lightly" 2>/dev/null; then
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    say "installing the carried wheels (.whl/)"
+    site=${TMPDIR:-/tmp}/vssl-site
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$site" .whl/*.whl
+    export PYTHONPATH="$site:$PYTHONPATH"
+  fi
+fi
+if ! "$py" -c "import kornia, pydantic" 2>/dev/null; then
+  echo "gpu_check.sh: kornia/pydantic are missing and no .whl/ to install them from;" \
+       "run bash ../shared/device/prepare.sh first" >&2
+  exit 3
+fi
+methods="vssl byol-ours byol-lightly"
+if ! "$py" -c "import lightly" 2>/dev/null; then
+  echo "lightly is not installed: the throughput table leaves lightly's BYOL out"
+  methods="vssl byol-ours"
+fi
+
+# -- data --------------------------------------------------------------------------------------
+for d in "$root/.devdata" "$root/../shared/data" "$root/shared/data" "${VSSL_DATA_ROOT:-}"; do
+  if [ -n "$d" ] && [ -f "$d/cifar10-mini/train.npz" ]; then
+    export VSSL_DATA_ROOT=$(cd "$d" && pwd)
+    break
+  fi
+done
+if [ ! -f "${VSSL_DATA_ROOT:-/nonexistent}/cifar10-mini/train.npz" ]; then
+  echo "gpu_check.sh: cifar10-mini not found (.devdata/, ../shared/data, shared/data)" >&2
+  exit 3
+fi
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+
+# -- sizes -------------------------------------------------------------------------------------
+if [ "$dry" = 1 ]; then
+  device=cpu
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+  tp=(--device cpu --widths 4 --batch-sizes 16 32 --steps 1 --repeats 1 --warmup 1 --n-images 64)
+  profile=smoke
+  epochs=2
+  run_sets=(--set backbone.width=4 --set data.train_subset=128 --set data.test_subset=64
+            --set pretrain.batch_size=32 --set pretrain.knn_every=2)
+  budget_tp=300; budget_run=300
+else
+  device=cuda
+  "$py" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  tp=(--device cuda --widths 64 --batch-sizes 256 512 --steps 15 --repeats 3 --warmup 3
+      --n-images 4096 --bf16 --channels-last)
+  profile=paper
+  epochs=30
+  run_sets=()
+  budget_tp=150; budget_run=100
+fi
+"$py" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
+
+# -- 1. throughput table -----------------------------------------------------------------------
+say "throughput ($device): $methods; augmentation none and batched"
+# shellcheck disable=SC2086
+timeout "$budget_tp" "$py" benchmarks/throughput.py "${tp[@]}" --methods $methods \
+  --augs none batched --out "$out/throughput-$device.json" 2>&1 | tee "$out/throughput-$device.log" \
+  || echo "throughput.py stopped (exit ${PIPESTATUS[0]}): see $out/throughput-$device.log"
+
+# -- 2. the engine, 30 epochs on cifar10-mini --------------------------------------------------
+tracking=(--no-mlflow)
+if ! "$py" -m vssl pretrain --help 2>/dev/null | grep -q -- "--no-mlflow"; then
+  if "$py" -c "from vssl.config import MlflowCfg; MlflowCfg.model_fields['enabled']" 2>/dev/null; then
+    tracking=(--set mlflow.enabled=false)
+  else  # an older checkout: a file store in a temporary folder (needs mlflow)
+    tracking=()
+    export MLFLOW_TRACKING_URI="file:${TMPDIR:-/tmp}/vssl-gpu-check-mlruns"
+  fi
+fi
+for method in byol vssl; do
+  say "vssl pretrain --profile $profile --dataset cifar10_mini --method $method --epochs $epochs"
+  run_dir=${TMPDIR:-/tmp}/vssl-gpu-check-runs/$method
+  rm -rf "$run_dir"
+  set +e
+  timeout "$budget_run" "$py" -m vssl pretrain --params params.yaml --profile "$profile" \
+    --dataset cifar10_mini --method "$method" --seed 0 --epochs "$epochs" --out "$run_dir" \
+    "${tracking[@]}" "${run_sets[@]}" --set pretrain.log_every=100 \
+    >"$out/pretrain-$method.log" 2>&1
+  rc=$?
+  set -e
+  tail -n 4 "$out/pretrain-$method.log"
+  if [ "$rc" != 0 ] || [ ! -f "$run_dir/metrics.json" ]; then
+    echo "vssl pretrain ($method) stopped with exit $rc: see $out/pretrain-$method.log"
+    continue
+  fi
+  cp "$run_dir/metrics.json" "$out/metrics-$method.json"
+  "$py" - "$run_dir/metrics.json" "$method" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+def f(k, fmt="{:.0f}"):
+    return "-" if m.get(k) is None else fmt.format(m[k])
+print(f"engine {sys.argv[2]}: steady-state {f('images_per_second_steady')} img/s "
+      f"(all epochs {f('images_per_second')}), {m['epochs']} epochs on {m['device']}, "
+      f"mixed precision {m['mixed_precision']}, probe top-1 {f('online_probe_top1', '{:.1f}')}%, "
+      f"kNN top-1 {f('knn_top1', '{:.1f}')}%, wall {f('wall_time_s')} s")
+PY
+done
+
+say "summary"
+[ -f "$out/throughput-$device.md" ] && cat "$out/throughput-$device.md"
+for method in byol vssl; do
+  [ -f "$out/metrics-$method.json" ] && "$py" -c "
+import json; m = json.load(open('$out/metrics-$method.json'))
+print('$method engine steady-state images/s:', m.get('images_per_second_steady'))"
+done
+say "done; results in $out"

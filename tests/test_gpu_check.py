@@ -1,0 +1,43 @@
+"""benchmarks/gpu_check.sh: the GPU check script, run here in its CPU dry-run form."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
+
+
+def test_arguments():
+    bad = subprocess.run(["bash", str(SCRIPT), "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--dry-run" in bad.stderr
+    usage = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True)
+    assert usage.returncode == 0 and "prepare.sh" in usage.stdout
+
+
+@pytest.mark.slow
+def test_dry_run_on_cpu(data_root, tmp_path):
+    """Every step at toy sizes on the CPU (about a minute): the throughput table of the three
+    BYOL/VSSL implementations and two short engine runs with their steady-state images/s."""
+    env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path / "out"), VSSL_DATA_ROOT=str(data_root))
+    env["TMPDIR"] = str(tmp_path)
+    env.pop("OUT", None)
+    run = subprocess.run(
+        ["bash", str(SCRIPT), "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = tmp_path / "out"
+    table = json.loads((out / "throughput-cpu.json").read_text())
+    assert {r["method"] for r in table["rows"]} >= {"vssl", "byol-ours"}
+    assert {r["aug"] for r in table["rows"]} == {"none", "batched"}
+    for method in ("byol", "vssl"):
+        m = json.loads((out / f"metrics-{method}.json").read_text())
+        assert m["images_per_second_steady"] > 0 and m["device"] == "cpu"
+        assert f"engine {method}: steady-state" in run.stdout
+    assert "| ratio |" in run.stdout

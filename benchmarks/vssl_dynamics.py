@@ -184,9 +184,15 @@ def cmd_plot(args: argparse.Namespace) -> None:
             ax.set_yscale("log")
         ax.set_title(col)
         ax.set_ylabel("")
-    sns.move_legend(axes.flat[0], "upper left", bbox_to_anchor=(0, -1.45), ncol=4, title="")
-    fig.suptitle("VSSL dynamics on cifar10-mini (ResNet-18 w16, batch 256, LARS lr 1.0)")
-    fig.tight_layout()
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    axes.flat[0].get_legend().remove()
+    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False)
+    warm = {r.get("settings", {}).get("warmup_epochs") for r in recs} - {None}
+    fig.suptitle(
+        "VSSL dynamics on cifar10-mini (ResNet-18 w16, batch 256, LARS lr 1.0, warm-up "
+        f"{'/'.join(f'{w:g}' for w in sorted(warm))} epochs)"
+    )
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(folder / "dynamics.png", dpi=100, bbox_inches="tight")
     lines = [
         "| config | KL first -> max -> last | z_spread last | logvar s / t last | kNN-20 | AUROC |",
@@ -202,10 +208,10 @@ def cmd_plot(args: argparse.Namespace) -> None:
             if "logvar_student" in last
             else "-"
         )
-        auc = res.get("variance_auroc_knn_errors")
+        auc, knn = res.get("variance_auroc_knn_errors"), res.get("knn20_top1")
         lines.append(
-            f"| {r['name']} | {klt} | {last['z_spread']:.3f} | {lv} | "
-            f"{res['knn20_top1']:.1f} | {'-' if auc is None else f'{auc:.3f}'} |"
+            f"| {r['name']} (step {last['step']}) | {klt} | {last['z_spread']:.3f} | {lv} | "
+            f"{'-' if knn is None else f'{knn:.1f}'} | {'-' if auc is None else f'{auc:.3f}'} |"
         )
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -359,3 +359,21 @@ def test_extract_bad_output_paths_exit_2_before_any_work(
     err = capsys.readouterr().err
     assert err.startswith("vssl extract: error: ") and err.count("\n") == 1, err
     assert _all_runs(mlflow_uri) == []
+
+
+def test_checkpoint_written_before_retired_keys_still_loads(ckpts) -> None:
+    """Checkpoints written while params.yaml still had `pretrain.base_lr` / `weight_decay`
+    (removed: they had no effect) rebuild the same method; an unknown key is still an error."""
+    from vssl.train.checkpoint import CheckpointError, load_checkpoint, method_from_checkpoint
+
+    ck = load_checkpoint(ckpts["vssl"])
+    old = {**ck, "config": {**ck["config"]}}
+    old["config"]["pretrain"] = {**ck["config"]["pretrain"], "base_lr": 1.0, "weight_decay": 1e-5}
+    model, params = method_from_checkpoint(old)
+    assert "base_lr" not in params.to_dict()["pretrain"]
+    ref, _ = method_from_checkpoint(ck)
+    for (k, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    old["config"]["pretrain"]["not_a_key"] = 1
+    with pytest.raises(CheckpointError, match="not_a_key"):
+        method_from_checkpoint(old)

@@ -146,14 +146,24 @@ def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None) -
     return ckpt
 
 
+# Settings a checkpoint's config may still hold that later versions removed because they had
+# no effect (each trained method's `optimizer` block always set them): dropped when loading.
+RETIRED_KEYS = {"pretrain": ("base_lr", "weight_decay")}
+
+
 def params_from_checkpoint(ckpt: Mapping[str, Any]) -> Params:
-    """The resolved Params the checkpoint was trained with."""
+    """The resolved Params the checkpoint was trained with (keys in :data:`RETIRED_KEYS`
+    dropped, so checkpoints written before their removal still load)."""
     from pydantic import ValidationError
 
     from vssl.config import Params
 
+    config = dict(ckpt["config"])
+    for section, keys in RETIRED_KEYS.items():
+        if isinstance(config.get(section), Mapping):
+            config[section] = {k: v for k, v in config[section].items() if k not in keys}
     try:
-        return Params.model_validate(ckpt["config"])
+        return Params.model_validate(config)
     except ValidationError as e:
         raise CheckpointError(f"checkpoint config does not validate: {e}") from None
 

@@ -146,7 +146,10 @@ def _run_with_signal(argv: list[str], sig: str, at: int, cwd: Path):
     import subprocess
     import sys
 
-    env = {**os.environ, "KILL_AT": str(at), "KILL_SIG": sig, "OMP_NUM_THREADS": "1"}
+    # The resumed and reference runs run in this process: the same thread count keeps CPU
+    # reductions in the same order, so the weights can be compared bit for bit.
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "KILL_AT": str(at), "KILL_SIG": sig, "OMP_NUM_THREADS": threads}
     env["PYTHONPATH"] = str(ROOT)
     cmd = [sys.executable, "-c", _SIGNAL_AT_STEP, *argv]
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)

@@ -168,7 +168,7 @@ def test_settings_that_cannot_change_results_rerun_nothing(change: str) -> None:
 
 def test_resume_ignores_the_workflows_non_result_keys() -> None:
     """One definition: what --resume may ignore is NON_RESULT_KEYS plus the epoch counts and
-    the kNN cadence (which change history.csv, so the workflow reruns for them)."""
+    the monitors' cadences (which change history.csv, so the workflow reruns for them)."""
     from vssl.train.plan import resume_ignored_keys
 
     ignored = resume_ignored_keys()
@@ -178,6 +178,7 @@ def test_resume_ignores_the_workflows_non_result_keys() -> None:
         "epochs",
         "epochs_by_dataset",
         "knn_every",
+        "eval_every",
     }
     assert "checkpoint_on_signal" in wf.NON_RESULT_KEYS["pretrain"]
 

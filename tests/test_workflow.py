@@ -563,6 +563,7 @@ def test_end_to_end_smoke_snakemake_and_dvc(tmp_path: Path, data_root: Path) -> 
     _check_mlflow(env["MLFLOW_TRACKING_URI"], params)
     for stage in wf.STAGES:
         assert list((repo / "logs" / "smoke" / stage).rglob("*.log")), stage
+    snakemake_table = (repo / wf.TABLE).read_bytes()
     shutil.rmtree(repo / "results")  # DVC must recreate everything itself
     for d in ("data", "runs", "features", "logs"):
         shutil.rmtree(repo / d)
@@ -575,6 +576,7 @@ def test_end_to_end_smoke_snakemake_and_dvc(tmp_path: Path, data_root: Path) -> 
     log = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
     assert log.index("'validate'") < log.index("'prepare_data@")  # validation runs first
     _check_outputs(repo, params)
+    assert (repo / wf.TABLE).read_bytes() == snakemake_table  # the same table either way
     _check_mlflow(env["MLFLOW_TRACKING_URI"], params)
 
     import yaml

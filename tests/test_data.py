@@ -194,19 +194,13 @@ def test_prepare_cli(tmp_path, data_root, monkeypatch, capsys):
 def test_prepare_bad_output_paths_exit_2_before_any_work(
     tmp_path, data_root, monkeypatch, capsys, which
 ):
-    from test_io import deny_writes
+    from test_io import make_unusable
 
     import vssl.data
 
     monkeypatch.setenv("VSSL_DATA_ROOT", str(data_root))
     out = tmp_path / "prepared" / "fashion_mnist.json"
-    if which == "out_is_folder":
-        out.mkdir(parents=True)
-    elif which == "parent_is_file":
-        out.parent.write_text("a file")
-    else:
-        out.parent.mkdir()
-        deny_writes(monkeypatch, out.parent)
+    make_unusable(out, which, monkeypatch)
 
     def no_work(*a, **k):
         raise AssertionError("dataset prepared before the output path was checked")

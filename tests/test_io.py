@@ -24,6 +24,20 @@ def deny_writes(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
     monkeypatch.setattr(os, "access", access)
 
 
+def make_unusable(out: Path, which: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make output path ``out`` unusable: ``out_is_folder`` (a folder where the file goes),
+    ``parent_is_file`` (its folder is a file) or ``not_writable`` (its folder denies writes)."""
+    if which == "out_is_folder":
+        out.mkdir(parents=True)
+    elif which == "parent_is_file":
+        out.parent.write_text("a file")
+    elif which == "not_writable":
+        out.parent.mkdir()
+        deny_writes(monkeypatch, out.parent)
+    else:
+        raise ValueError(which)
+
+
 def test_output_path_error_is_a_config_error() -> None:
     assert issubclass(OutputPathError, ConfigError)
 

@@ -507,19 +507,13 @@ def test_cli_probe_labels_beyond_num_classes_fail_before_mlflow(
 def test_cli_probe_bad_output_paths_exit_2_before_any_work(
     tmp_path: Path, mlflow_uri: str, monkeypatch, capsys, which: str
 ) -> None:
-    from test_io import deny_writes
+    from test_io import make_unusable
 
     from vssl.cli import main
     from vssl.eval import features
 
     out = tmp_path / "results" / "seed0.json"
-    if which == "out_is_folder":
-        out.mkdir(parents=True)
-    elif which == "parent_is_file":
-        out.parent.write_text("a file")
-    else:
-        out.parent.mkdir()
-        deny_writes(monkeypatch, out.parent)
+    make_unusable(out, which, monkeypatch)
 
     def no_loading(*a, **k):  # type: ignore[no-untyped-def]
         raise AssertionError("features loaded before the output path was checked")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from test_resume import NON_RESULT_CHANGES  # settings that cannot change results
 
 from vssl import workflow as wf
 from vssl.config import ConfigError, load_params, load_raw
@@ -142,18 +143,7 @@ def test_stage_digest_of_a_variant_follows_its_method_and_its_overrides() -> Non
         d(base, "pretrain", "cifar10_mini", "nope")
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        "pretrain.log_every=1",
-        "pretrain.checkpoint_every=7",
-        "data.num_workers=1",
-        "pretrain.checkpoint_on_signal=false",
-        "mlflow.experiment=elsewhere",
-        "mlflow.tracking_uri=sqlite:///elsewhere.db",
-        "mlflow.enabled=false",
-    ],
-)
+@pytest.mark.parametrize("change", NON_RESULT_CHANGES)
 def test_settings_that_cannot_change_results_rerun_nothing(change: str) -> None:
     """Neither Snakemake (stage_digest) nor DVC (the resolved-inputs files) reruns a stage for
     these; `vssl pretrain --resume` accepts them too (tests/test_resume.py)."""

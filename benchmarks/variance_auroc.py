@@ -4,8 +4,10 @@ For a trained VSSL checkpoint and its probe sidecar (``vssl probe`` writes
 ``results/probes/<profile>/<dataset>/<variant>/seed<s>.uncertainty.csv``: which held-out images
 the linear probe got wrong), scores every held-out image by
 
-* ``teacher variance (clean)``: the mean of ``exp(logvar_t)`` of the un-augmented image, what
-  ``vssl probe`` reports as ``uncertainty_error_auroc``;
+* ``teacher variance (clean)``: the mean of ``exp(logvar_t)`` of the un-augmented image (the
+  prior's; what ``vssl probe`` reported before 2026-11-26);
+* ``student variance (clean)``: the posterior's (the student's) mean variance of the same image,
+  what ``vssl probe`` reports as ``uncertainty_error_auroc``;
 * ``student variance (views)``: the student's mean variance on augmented views;
 * ``cross-view disagreement``: ``1 - cos(mu_s(view a), mu_t(view b))`` averaged over
   ``--draws`` pairs of views, the quantity the likelihood fits the student's variance to;
@@ -14,6 +16,14 @@ the linear probe got wrong), scores every held-out image by
 and prints each one's AUROC for separating the probe's errors from its hits (0.5: no
 information), plus the correlation between predicted variance and disagreement (does the
 variance learn what it is trained to predict?).
+
+``--crop-levels`` adds the *information-loss* test: every held-out image is centre-cropped to
+a fraction ``s`` of its area and resized back (the training recipe's main way of removing
+information), a linear probe fitted on the clean train features (the pipeline's protocol,
+:func:`vssl.eval.linear.linear_probe`) classifies it, and the table gives, per level, the
+probe's accuracy and the mean teacher and student variances. On the *mixed* set (each image at
+one level drawn at random, seeded) it reports the error AUROC of each variance and their rank
+correlation with ``s``: does the variance rise where the input carries less information?
 
     python benchmarks/variance_auroc.py runs/ablations/cifar10_mini/vssl/seed0/checkpoint.pt \
         results/probes/ablations/cifar10_mini/vssl/seed0.uncertainty.csv
@@ -36,6 +46,7 @@ if str(ROOT) not in sys.path:
 
 from vssl.augment import TensorTwoViewAugment, eval_transform, get_preset  # noqa: E402
 from vssl.data import get_spec, load_tensors  # noqa: E402
+from vssl.eval.linear import linear_probe  # noqa: E402
 from vssl.eval.uncertainty import auroc  # noqa: E402
 from vssl.train.checkpoint import load_checkpoint, method_from_checkpoint  # noqa: E402
 
@@ -67,7 +78,8 @@ def scores(ckpt_path: Path, sidecar: Path, draws: int, seed: int) -> dict:
                 dis[i : i + 500] += (1 - F.cosine_similarity(q.mu, t.mu)).numpy() / draws
                 var_views[i : i + 500] += q.logvar.exp().mean(1).numpy() / draws
         clean = tf(x)
-        _, lv = model.gaussian(clean)
+        _, lv = model.prior(clean)
+        var_student_clean = model.gaussian(clean)[1].exp().mean(1).numpy()
         norm = model.backbone(clean).norm(dim=1).numpy()
     var_clean = lv.exp().mean(1).numpy()
     return {
@@ -76,6 +88,7 @@ def scores(ckpt_path: Path, sidecar: Path, draws: int, seed: int) -> dict:
         "probe_error_rate": float(wrong.mean()),
         "auroc": {
             "teacher variance (clean)": auroc(var_clean, wrong),
+            "student variance (clean)": auroc(var_student_clean, wrong),
             "student variance (views)": auroc(var_views, wrong),
             "cross-view disagreement": auroc(dis, wrong),
             "-feature norm": auroc(-norm, wrong),
@@ -87,6 +100,84 @@ def scores(ckpt_path: Path, sidecar: Path, draws: int, seed: int) -> dict:
     }
 
 
+def centre_crop_views(x: torch.Tensor, area: float, tf, size: int) -> torch.Tensor:
+    """uint8 images -> the centre ``area`` fraction of each, resized back to ``size``, then
+    the evaluation transform (normalised float)."""
+    from torchvision.transforms import v2
+
+    side = max(1, round(x.shape[-1] * area**0.5))
+    cropped = v2.functional.center_crop(x, [side, side])
+    return tf(v2.functional.resize(cropped, [size, size], antialias=True))
+
+
+def _rank(a: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(float)
+
+
+def information_loss(ckpt_path: Path, levels: list[float], seed: int) -> dict:
+    """Probe accuracy and predicted variances on centre crops of ``levels`` (area fractions)."""
+    ck = load_checkpoint(ckpt_path, expect={"method": "vssl"})
+    model, params = method_from_checkpoint(ck)
+    spec = get_spec(ck["dataset"], params)
+    recipe = get_preset(spec.preset)
+    tf = eval_transform(recipe, spec.mean, spec.std)
+    x_tr, y_tr = load_tensors(ck["dataset"], "train", params)
+    x_te, y_te = load_tensors(ck["dataset"], "test", params)
+    model.eval()
+
+    def encode(x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        feats, var_t, var_s = [], [], []
+        with torch.no_grad():
+            for i in range(0, len(x), 500):
+                f, q, _ = model.encode_student(x[i : i + 500])
+                _, lv = model.prior(x[i : i + 500])
+                feats.append(f)
+                var_s.append(q.logvar.exp().mean(1).numpy())
+                var_t.append(lv.exp().mean(1).numpy())
+        return torch.cat(feats), np.concatenate(var_t), np.concatenate(var_s)
+
+    f_tr, _, _ = encode(tf(x_tr))
+    f_clean, _, _ = encode(tf(x_te))
+    probe = linear_probe(f_tr, y_tr.numpy(), f_clean, y_te.numpy(), spec.num_classes, seed=seed)
+    n = len(y_te)
+    per_level, correct, var_t, var_s = [], {}, {}, {}
+    for s in levels:
+        f, vt, vs = encode(centre_crop_views(x_te, s, tf, recipe.size))
+        ok = (probe.model.logits(f).argmax(1) == y_te).numpy()
+        correct[s], var_t[s], var_s[s] = ok, vt, vs
+        per_level.append(
+            {
+                "area": s,
+                "probe_top1": 100 * float(ok.mean()),
+                "teacher_variance": float(vt.mean()),
+                "student_variance": float(vs.mean()),
+            }
+        )
+    pick = np.random.default_rng(seed).integers(len(levels), size=n)
+    area = np.array([levels[k] for k in pick])
+    rows = np.arange(n)
+    ok = np.array([correct[levels[k]][i] for i, k in zip(rows, pick, strict=True)])
+    vt = np.array([var_t[levels[k]][i] for i, k in zip(rows, pick, strict=True)])
+    vs = np.array([var_s[levels[k]][i] for i, k in zip(rows, pick, strict=True)])
+    ra = _rank(area)
+    return {
+        "checkpoint": str(ckpt_path),
+        "clean_probe_top1": probe.top1,
+        "levels": per_level,
+        "mixed": {
+            "probe_error_rate": float(1 - ok.mean()),
+            "auroc": {
+                "teacher variance": auroc(vt, ~ok),
+                "student variance": auroc(vs, ~ok),
+                "1 - crop area (oracle)": auroc(-area, ~ok),
+            },
+            "spearman(teacher variance, area)": float(np.corrcoef(_rank(vt), ra)[0, 1]),
+            "spearman(student variance, area)": float(np.corrcoef(_rank(vs), ra)[0, 1]),
+        },
+        "seed": seed,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=Path)
@@ -94,13 +185,40 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--draws", type=int, default=4, help="pairs of views per image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON")
+    p.add_argument(
+        "--crop-levels",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="AREA",
+        help="also run the information-loss test at these centre-crop area fractions",
+    )
     args = p.parse_args(argv)
+    if args.crop_levels and not all(0 < a <= 1 for a in args.crop_levels):
+        p.error("--crop-levels must lie in (0, 1]")
     torch.set_flush_denormal(True)
     res = scores(args.checkpoint, args.sidecar, args.draws, args.seed)
+    if args.crop_levels:
+        res["information_loss"] = information_loss(args.checkpoint, args.crop_levels, args.seed)
     for name, value in res["auroc"].items():
         print(f"AUROC {name:<26} {value:.3f}")
     for key in ("corr(student variance, disagreement)", "corr(teacher variance, disagreement)"):
         print(f"{key:<40} {res[key]:+.3f}")
+    if "information_loss" in res:
+        info = res["information_loss"]
+        print(f"\ncentre crops (clean probe top-1 {info['clean_probe_top1']:.1f}):")
+        print("area   probe top-1   teacher var   student var")
+        for row in info["levels"]:
+            print(
+                f"{row['area']:<6.2f} {row['probe_top1']:>11.1f}   {row['teacher_variance']:>11.4f}"
+                f"   {row['student_variance']:>11.4f}"
+            )
+        mixed = info["mixed"]
+        print(f"mixed levels (error rate {mixed['probe_error_rate']:.2f}):")
+        for name, value in mixed["auroc"].items():
+            print(f"AUROC {name:<26} {value:.3f}")
+        for key in ("spearman(teacher variance, area)", "spearman(student variance, area)"):
+            print(f"{key:<40} {mixed[key]:+.3f}")
     if args.out:
         args.out.write_text(json.dumps(res, indent=1) + "\n")
 

@@ -126,7 +126,7 @@ def run_config(args: argparse.Namespace, name: str, entry: str, sets: list[str])
     result = {"knn20_top1": knn_top1(ftr, y, fte, yt, num_classes=spec.num_classes)}
     if method == "vssl":
         with torch.no_grad():
-            lv = torch.cat([model.gaussian(tf(xt[i : i + 512]))[1] for i in range(0, len(xt), 512)])
+            lv = torch.cat([model.prior(tf(xt[i : i + 512]))[1] for i in range(0, len(xt), 512)])
         sim = F.normalize(fte, dim=1) @ F.normalize(ftr, dim=1).T
         w, idx = sim.topk(20, dim=1)
         votes = torch.zeros(len(fte), spec.num_classes).scatter_add_(1, y[idx], (w / 0.07).exp())

@@ -377,3 +377,19 @@ def test_checkpoint_written_before_retired_keys_still_loads(ckpts) -> None:
     old["config"]["pretrain"]["not_a_key"] = 1
     with pytest.raises(CheckpointError, match="not_a_key"):
         method_from_checkpoint(old)
+
+
+def test_checkpoint_written_before_added_keys_still_loads(ckpts) -> None:
+    """Checkpoints written before `methods.vssl.variance_input` existed load with the value they
+    trained with (`head`)."""
+    from vssl.train.checkpoint import load_checkpoint, method_from_checkpoint
+
+    ck = load_checkpoint(ckpts["vssl"])
+    vssl_cfg = {k: v for k, v in ck["config"]["methods"]["vssl"].items() if k != "variance_input"}
+    old = {
+        **ck,
+        "config": {**ck["config"], "methods": {**ck["config"]["methods"], "vssl": vssl_cfg}},
+    }
+    model, params = method_from_checkpoint(old)
+    assert params.methods.vssl.variance_input == "head"
+    assert model.variance_input == "head"

@@ -228,6 +228,27 @@ def test_vssl_head_input_projector_shares_the_teachers_input_space():
     assert not torch.allclose(q_old.logvar, old.encode_teacher(x1).logvar)
 
 
+def test_vssl_variance_input_backbone_reads_the_features():
+    # variance_input="backbone": the log-variance is the head's bounded map of the backbone's
+    # features (student and teacher alike); the mean path is untouched.
+    m = make("vssl", sample=False, variance_input="backbone")
+    head = make("vssl", sample=False)
+    assert m.head.logvar.in_features == m.feature_dim
+    x1, _ = views()
+    m.eval()
+    feats, q, emb = m.encode_student(x1)
+    lo, hi = m.logvar_bounds
+    expected = lo + (hi - lo) * torch.sigmoid(m.head.logvar(feats))
+    torch.testing.assert_close(q.logvar, expected)
+    torch.testing.assert_close(m.encode_teacher(x1).logvar, expected)  # teacher == student at init
+    head.eval()
+    torch.testing.assert_close(emb, head.encode_student(x1)[2])  # same seed: same mean path
+    out = make("vssl", variance_input="backbone").training_step(*views())
+    out["loss"].backward()
+    with pytest.raises(ValueError, match="variance_input"):
+        make("vssl", variance_input="projector")
+
+
 def test_vssl_switches_build_the_documented_modules():
     assert isinstance(make("vssl", predictor=False).predictor, torch.nn.Identity)
     m = make("vssl")
@@ -251,21 +272,31 @@ def test_vssl_sampling_is_seeded_and_sample_false_is_deterministic():
     assert torch.equal(d.training_step(x1, x2)["loss"], d.training_step(x1, x2)["loss"])
 
 
-def test_vssl_gaussian_is_the_teachers_head_in_eval_mode():
+def test_vssl_gaussian_is_the_students_posterior_and_prior_the_teachers_in_eval_mode():
     m = make("vssl", logvar_min=-6.0, logvar_max=2.0)
     x1, x2 = views()
-    m.training_step(x1, x2)  # teacher BN running stats move in train mode
+    m.training_step(x1, x2)  # BN running stats move in train mode
     mu, logvar = m.gaussian(x1)
     assert mu.shape == logvar.shape == (B, 16) and not mu.requires_grad
     assert logvar.min() >= -6.0 and logvar.max() <= 2.0
-    assert m.teacher_backbone.training  # mode restored
+    assert m.backbone.training and m.teacher_backbone.training  # modes restored
     # eval mode: each sample's output does not depend on the rest of the batch
     torch.testing.assert_close(m.gaussian(x1[:3])[0], mu[:3], rtol=1e-4, atol=1e-5)
-    # it is the teacher's: perturbing the student leaves it unchanged
+    m.eval()
+    q = m.encode_student(x1)[1]
+    t = m.encode_teacher(x1)
+    m.train()
+    torch.testing.assert_close(mu, q.mu)
+    torch.testing.assert_close(logvar, q.logvar)
+    mu_t, logvar_t = m.prior(x1)
+    torch.testing.assert_close(mu_t, t.mu)
+    torch.testing.assert_close(logvar_t, t.logvar)
+    # each reads its own network: perturbing the student's head moves the posterior only
     with torch.no_grad():
         for p in m.head.parameters():
             p.add_(1.0)
-    torch.testing.assert_close(m.gaussian(x1)[0], mu)
+    assert not torch.allclose(m.gaussian(x1)[1], logvar)
+    torch.testing.assert_close(m.prior(x1)[1], logvar_t)
     assert methods.build is not None and make("byol").gaussian(x1) is None
 
 

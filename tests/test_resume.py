@@ -300,3 +300,18 @@ def test_pipeline_resume_restarts_a_checkpoint_of_other_settings(
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ck["complete"] and ck["config"]["methods"]["vssl"]["beta"] == 0.5
     assert ck["global_step"] == 6 and not (out / "checkpoint.partial.pt").exists()
+
+
+def test_fingerprint_without_an_added_key_matches_its_old_value(smoke_params):
+    """A checkpoint written before `methods.vssl.variance_input` existed resumes under the
+    value it trained with (`head`) and is refused under another."""
+    from vssl.config import load_params
+    from vssl.train.plan import incompatibility, training_fingerprint
+
+    fp = training_fingerprint(smoke_params, "vssl", "cifar10_mini")
+    old = {"fingerprint": {k: v for k, v in fp.items() if not k.endswith(".variance_input")}}
+    old["total_epochs"] = 3
+    assert incompatibility(old, fp, 3) is None
+    other = load_params(PARAMS, profile="smoke", overrides=["methods.vssl.variance_input=backbone"])
+    reason = incompatibility(old, training_fingerprint(other, "vssl", "cifar10_mini"), 3)
+    assert reason is not None and "variance_input" in reason

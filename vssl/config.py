@@ -173,6 +173,7 @@ class VsslCfg(_MomentumCfg):
     predictor: bool
     prior: Literal["teacher", "standard_normal"]
     head_input: Literal["projector", "predictor"]
+    variance_input: Literal["head", "backbone"]
     likelihood_variance: Literal["student", "teacher"]
     reduction: Literal["sum", "mean"]
     direction_variance: Literal["per_coordinate", "isotropic"]

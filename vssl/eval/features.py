@@ -4,7 +4,7 @@ Each ``.npz`` holds
 
 - ``features``: float32 (N, D), the frozen backbone's output;
 - ``labels``: int64 (N,), class indices in ``[0, num_classes)``;
-- for VSSL only, ``mu`` and ``logvar``: float32 (N, d), the teacher's Gaussian head;
+- for VSSL only, ``mu`` and ``logvar``: float32 (N, d), the posterior ``q(z | x)`` (student);
 - optionally ``meta``: a 0-d unicode array holding a JSON object (pretraining run id, dataset,
   method, seed, profile, ``extraction_id``, ...). Both splits of one extraction carry the same
   ``meta``, so a train file from one checkpoint can never be probed against another's test file.

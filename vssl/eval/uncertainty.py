@@ -1,6 +1,6 @@
 """VSSL's uncertainty report: does the predicted variance flag the probe's mistakes?
 
-For each test sample the teacher's Gaussian head gives ``logvar`` (d,); its mean predicted
+For each test sample VSSL's posterior ``q(z | x)`` (the student's Gaussian) gives ``logvar`` (d,); its mean predicted
 variance is ``v_i = (1/d) sum_j exp(logvar_ij)``. The score is the AUROC of ``v`` as a detector of
 the linear probe's wrong predictions (wrong = positive class), computed in closed form as the
 Mann-Whitney statistic

@@ -44,7 +44,8 @@ class Method(nn.Module):
         return None
 
     def gaussian(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
-        """(mu, logvar) of the teacher's Gaussian head; None for methods without one."""
+        """(mu, logvar) of the method's posterior ``q(z | x)`` in eval mode (VSSL: the student's
+        Gaussian); None for methods without one."""
         return None
 
     @property

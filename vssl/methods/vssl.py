@@ -40,6 +40,8 @@ reading collapsed") has the measurements. See :mod:`vssl.losses` for each term.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal, NamedTuple
 
 import torch
@@ -55,6 +57,7 @@ from vssl.models.heads import MLP, GaussianHead
 LIKELIHOODS = {"gaussian": gaussian_nll, "cosine": cosine_nll}
 KLS = {"gaussian": gaussian_kl, "cosine": cosine_kl}
 HEAD_INPUTS = ("projector", "predictor")
+VARIANCE_INPUTS = ("head", "backbone")
 LIKELIHOOD_VARIANCES = ("student", "teacher")
 PRIORS = ("teacher", "standard_normal")
 DIRECTION_VARIANCES = ("per_coordinate", "isotropic")
@@ -134,6 +137,7 @@ class VSSL(MomentumMethod):
         predictor: bool = True,
         prior: Literal["teacher", "standard_normal"] = "teacher",
         head_input: Literal["projector", "predictor"] = "projector",
+        variance_input: Literal["head", "backbone"] = "head",
         likelihood_variance: Literal["student", "teacher"] = "student",
         reduction: Literal["sum", "mean"] = "mean",
         direction_variance: Literal["per_coordinate", "isotropic"] = "per_coordinate",
@@ -148,6 +152,7 @@ class VSSL(MomentumMethod):
             ("kl", kl, (*KLS, "none")),
             ("prior", prior, PRIORS),
             ("head_input", head_input, HEAD_INPUTS),
+            ("variance_input", variance_input, VARIANCE_INPUTS),
             ("likelihood_variance", likelihood_variance, LIKELIHOOD_VARIANCES),
             ("reduction", reduction, REDUCTIONS),
             ("direction_variance", direction_variance, DIRECTION_VARIANCES),
@@ -165,11 +170,13 @@ class VSSL(MomentumMethod):
         )
         self.beta = float(beta)
         self.head_input = head_input
+        self.variance_input = variance_input
         self.projector = MLP(feature_dim, proj_hidden_dim, latent_dim)
         self.predictor = (
             MLP(latent_dim, pred_hidden_dim, latent_dim) if predictor else nn.Identity()
         )
-        self.head = GaussianHead(latent_dim, latent_dim, logvar_min, logvar_max)
+        var_in = feature_dim if variance_input == "backbone" else None
+        self.head = GaussianHead(latent_dim, latent_dim, logvar_min, logvar_max, var_in)
         self.teacher_backbone = make_teacher(self.backbone)
         self.teacher_projector = make_teacher(self.projector)
         self.teacher_head = make_teacher(self.head)
@@ -192,20 +199,23 @@ class VSSL(MomentumMethod):
         teacher's copy of it does, and the predictor maps its mean: ``q = N(predictor(m), s^2)``
         with ``(m, log s^2) = head(projector(f))``; the embedding is ``m``, in the teacher's space.
         ``"predictor"`` (the 2025 reading): ``q = head(predictor(projector(f)))``, embedding
-        ``q.mu``.
+        ``q.mu``. ``variance_input="backbone"``: the log-variance reads ``f`` itself.
         """
         feats = self.backbone(x)
         h = self.projector(feats)
+        v = feats if self.variance_input == "backbone" else None
         if self.head_input == "predictor":
-            q = Gaussian(*self.head(self.predictor(h)))
+            q = Gaussian(*self.head(self.predictor(h), v))
             return feats, q, q.mu
-        m, logvar = self.head(h)
+        m, logvar = self.head(h, v)
         return feats, Gaussian(self.predictor(m), logvar), m
 
     @torch.no_grad()
     def encode_teacher(self, x: Tensor) -> Gaussian:
         """The teacher's prior ``p = (mu_t, logvar_t)`` for ``x`` (no gradient; current mode)."""
-        return Gaussian(*self.teacher_head(self.teacher_projector(self.teacher_backbone(x))))
+        feats = self.teacher_backbone(x)
+        v = feats if self.variance_input == "backbone" else None
+        return Gaussian(*self.teacher_head(self.teacher_projector(feats), v))
 
     def objective(
         self, s1: Gaussian, s2: Gaussian, t1: Gaussian, t2: Gaussian
@@ -242,13 +252,28 @@ class VSSL(MomentumMethod):
 
     @torch.no_grad()
     def gaussian(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The teacher's ``(mu, logvar)`` for ``x`` (eval mode: BatchNorm running statistics)."""
-        modules = [self.teacher_backbone, self.teacher_projector, self.teacher_head]
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        try:
+        """The posterior ``q(z | x) = (mu_s, logvar_s)``, the student's, in eval mode (BatchNorm
+        running statistics): what the uncertainty report scores. The student's variance is the
+        one the likelihood fits to the cross-view error; the teacher's (:meth:`prior`) ranks the
+        probe's errors worse (docs/benchmarks.md, "What VSSL's variance knows")."""
+        with _eval_mode(self.backbone, self.projector, self.head, self.predictor):
+            return tuple(self.encode_student(x)[1])  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def prior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The teacher's ``(mu_t, logvar_t)`` for ``x`` in eval mode: the data-dependent prior."""
+        with _eval_mode(self.teacher_backbone, self.teacher_projector, self.teacher_head):
             return tuple(self.encode_teacher(x))  # type: ignore[return-value]
-        finally:
-            for m, mode in zip(modules, modes, strict=True):
-                m.train(mode)
+
+
+@contextmanager
+def _eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put ``modules`` in eval mode for the block, then restore each one's mode."""
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes, strict=True):
+            m.train(mode)

@@ -47,10 +47,18 @@ class GaussianHead(nn.Module):
     ``1 / sigma^2`` in the likelihood and KL can neither overflow nor divide by zero, and the
     sigmoid keeps a gradient everywhere (a hard clamp would not). With the default init the
     pre-activation is near 0, so training starts near the middle of the range.
+
+    ``var_in_dim`` (default ``in_dim``): the width of the variance's own input, when the
+    log-variance reads a different tensor than the mean (``forward(h, v)``).
     """
 
     def __init__(
-        self, in_dim: int, latent_dim: int, logvar_min: float = -8.0, logvar_max: float = 4.0
+        self,
+        in_dim: int,
+        latent_dim: int,
+        logvar_min: float = -8.0,
+        logvar_max: float = 4.0,
+        var_in_dim: int | None = None,
     ) -> None:
         super().__init__()
         if not logvar_min < logvar_max:
@@ -60,9 +68,10 @@ class GaussianHead(nn.Module):
         self.logvar_min = float(logvar_min)
         self.logvar_max = float(logvar_max)
         self.mu = nn.Linear(in_dim, latent_dim)
-        self.logvar = nn.Linear(in_dim, latent_dim)
+        self.logvar = nn.Linear(in_dim if var_in_dim is None else var_in_dim, latent_dim)
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        raw = self.logvar(h)
+    def forward(self, h: Tensor, v: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(mu(h), logvar(v))``; ``v`` defaults to ``h``."""
+        raw = self.logvar(h if v is None else v)
         logvar = self.logvar_min + (self.logvar_max - self.logvar_min) * torch.sigmoid(raw)
         return self.mu(h), logvar

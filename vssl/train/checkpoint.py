@@ -149,11 +149,15 @@ def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None) -
 # Settings a checkpoint's config may still hold that later versions removed because they had
 # no effect (each trained method's `optimizer` block always set them): dropped when loading.
 RETIRED_KEYS = {"pretrain": ("base_lr", "weight_decay")}
+# Settings added later, with the value that reproduces what checkpoints written before them
+# trained with: filled in when absent.
+ADDED_KEYS = {("methods", "vssl"): {"variance_input": "head"}}
 
 
 def params_from_checkpoint(ckpt: Mapping[str, Any]) -> Params:
     """The resolved Params the checkpoint was trained with (keys in :data:`RETIRED_KEYS`
-    dropped, so checkpoints written before their removal still load)."""
+    dropped and those in :data:`ADDED_KEYS` filled in, so checkpoints written before either
+    change still load)."""
     from pydantic import ValidationError
 
     from vssl.config import Params
@@ -162,6 +166,12 @@ def params_from_checkpoint(ckpt: Mapping[str, Any]) -> Params:
     for section, keys in RETIRED_KEYS.items():
         if isinstance(config.get(section), Mapping):
             config[section] = {k: v for k, v in config[section].items() if k not in keys}
+    for (section, name), defaults in ADDED_KEYS.items():
+        block = (
+            config.get(section, {}).get(name) if isinstance(config.get(section), Mapping) else None
+        )
+        if isinstance(block, Mapping) and any(k not in block for k in defaults):
+            config[section] = {**config[section], name: {**defaults, **block}}
     try:
         return Params.model_validate(config)
     except ValidationError as e:

@@ -25,6 +25,7 @@ import torch
 from vssl.config import KNOWN_METHODS, ConfigError, Params
 from vssl.io import check_writable_dir
 from vssl.train.checkpoint import (
+    ADDED_KEYS,
     CHECKPOINT_NAME,
     PARTIAL_CHECKPOINT_NAME,
     CheckpointError,
@@ -185,6 +186,11 @@ def incompatibility(
 ) -> str | None:
     """Why ``ckpt`` cannot be continued with this fingerprint and epoch count (None: it can)."""
     old = ckpt.get("fingerprint", {})
+    # a setting added since the checkpoint was written counts at the value it trained with
+    for (section, name), defaults in ADDED_KEYS.items():
+        prefix = f"{section}.{name}."
+        if any(k.startswith(prefix) for k in old):
+            old = {**{prefix + k: v for k, v in defaults.items()}, **old}
     diff = sorted(
         k for k in set(old) | set(fingerprint) if old.get(k, "<absent>") != fingerprint.get(k)
     )

@@ -1,0 +1,59 @@
+"""benchmarks/variance_auroc.py: the information-loss test (centre crops) on a real checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_extract import TINY, make_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "variance_auroc.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("variance_auroc_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["variance_auroc_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_full_area_crop_is_the_evaluation_transform(bench) -> None:
+    from vssl.augment import eval_transform, get_preset
+
+    recipe = get_preset("cifar")
+    tf = eval_transform(recipe, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    assert torch.equal(bench.centre_crop_views(x, 1.0, tf, 32), tf(x))
+    small = bench.centre_crop_views(x, 0.25, tf, 32)
+    assert small.shape == (4, 3, 32, 32)
+    # the centre 16x16 block, upsampled: its mean matches the block's, not the whole image's
+    block = tf(x)[..., 8:24, 8:24]
+    assert torch.allclose(small.mean((2, 3)), block.mean((2, 3)), atol=0.05)
+
+
+def test_information_loss_on_a_checkpoint(bench, smoke_params, tmp_path: Path) -> None:
+    from vssl.config import load_params
+
+    params = load_params(ROOT / "params.yaml", profile="smoke", overrides=TINY)
+    ckpt = make_checkpoint(tmp_path / "vssl.pt", params, "vssl")
+    res = bench.information_loss(ckpt, [1.0, 0.3], seed=0)
+    levels = {row["area"]: row for row in res["levels"]}
+    assert set(levels) == {1.0, 0.3}
+    # area 1 is the clean test set, classified by the same probe
+    assert levels[1.0]["probe_top1"] == pytest.approx(res["clean_probe_top1"], abs=1e-6)
+    for row in res["levels"]:
+        assert 0 <= row["probe_top1"] <= 100
+        assert row["teacher_variance"] > 0 and row["student_variance"] > 0
+    mixed = res["mixed"]
+    assert 0 < mixed["probe_error_rate"] < 1
+    for value in [*mixed["auroc"].values(), mixed["spearman(teacher variance, area)"]]:
+        assert np.isfinite(value)
+    with pytest.raises(SystemExit):
+        bench.main([str(ckpt), str(tmp_path / "missing.csv"), "--crop-levels", "1.5"])

@@ -3,8 +3,8 @@
 The checkpoint's student backbone runs in eval mode (BatchNorm running statistics, no dropout,
 no gradient) over the train and test splits with the dataset's evaluation transform only
 (``vssl.augment.eval_transform``: resize, centre crop, normalise; no augmentation). For VSSL
-the student's posterior gives ``(mu, logvar) = method.gaussian(x)`` as well (eval mode too). Nothing random
-happens, so extracting twice on the same machine gives identical arrays.
+the student's posterior gives ``(mu, logvar) = method.gaussian(x)`` as well (eval mode too).
+Nothing random happens, so extracting twice on the same machine gives identical arrays.
 
 Which settings come from where: the model (backbone, method hyperparameters) always from the
 checkpoint; the data settings (``data_root datasets data extract mlflow``) from the checkpoint's

@@ -1,9 +1,9 @@
 """VSSL's uncertainty report: does the predicted variance flag the probe's mistakes?
 
-For each test sample VSSL's posterior ``q(z | x)`` (the student's Gaussian) gives ``logvar`` (d,); its mean predicted
-variance is ``v_i = (1/d) sum_j exp(logvar_ij)``. The score is the AUROC of ``v`` as a detector of
-the linear probe's wrong predictions (wrong = positive class), computed in closed form as the
-Mann-Whitney statistic
+For each test sample VSSL's posterior ``q(z | x)`` (the student's Gaussian) gives ``logvar``
+(d,); its mean predicted variance is ``v_i = (1/d) sum_j exp(logvar_ij)``. The score is the
+AUROC of ``v`` as a detector of the linear probe's wrong predictions (wrong = positive class),
+computed in closed form as the Mann-Whitney statistic
 
 ``AUROC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg)``
 

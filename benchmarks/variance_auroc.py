@@ -35,10 +35,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -51,24 +53,38 @@ from vssl.eval.uncertainty import auroc  # noqa: E402
 from vssl.train.checkpoint import load_checkpoint, method_from_checkpoint  # noqa: E402
 
 
-def scores(ckpt_path: Path, sidecar: Path, draws: int, seed: int) -> dict:
-    import pandas as pd
+class Trained(NamedTuple):
+    """A VSSL checkpoint's model (eval mode) with its params, data spec and eval transform."""
 
+    dataset: str
+    model: torch.nn.Module
+    params: object
+    spec: object
+    tf: object
+
+
+def load_trained(ckpt_path: Path) -> Trained:
     ck = load_checkpoint(ckpt_path, expect={"method": "vssl"})
     model, params = method_from_checkpoint(ck)
     spec = get_spec(ck["dataset"], params)
-    x, y = load_tensors(ck["dataset"], "test", params)
+    tf = eval_transform(get_preset(spec.preset), spec.mean, spec.std)
+    return Trained(ck["dataset"], model.eval(), params, spec, tf)
+
+
+def scores(trained: Trained, sidecar: Path, draws: int, seed: int) -> dict:
+    import pandas as pd
+
+    model, spec, tf = trained.model, trained.spec, trained.tf
+    x, y = load_tensors(trained.dataset, "test", trained.params)
     side = pd.read_csv(sidecar)
     if len(side) != len(y) or not np.array_equal(side["label"].to_numpy(), y.numpy()):
-        raise SystemExit(f"{sidecar} does not describe {ck['dataset']}'s test split")
+        raise SystemExit(f"{sidecar} does not describe {trained.dataset}'s test split")
     wrong = ~side["correct"].astype(bool).to_numpy()
     recipe = get_preset(spec.preset)
     aug = TensorTwoViewAugment(recipe, spec.mean, spec.std, channels_last=False)
-    tf = eval_transform(recipe, spec.mean, spec.std)
     torch.manual_seed(seed)
     n = len(y)
     dis, var_views = np.zeros(n), np.zeros(n)
-    model.eval()
     with torch.no_grad():
         for _ in range(draws):
             for i in range(0, n, 500):
@@ -83,7 +99,6 @@ def scores(ckpt_path: Path, sidecar: Path, draws: int, seed: int) -> dict:
         norm = model.backbone(clean).norm(dim=1).numpy()
     var_clean = lv.exp().mean(1).numpy()
     return {
-        "checkpoint": str(ckpt_path),
         "n_test": n,
         "probe_error_rate": float(wrong.mean()),
         "auroc": {
@@ -110,20 +125,12 @@ def centre_crop_views(x: torch.Tensor, area: float, tf, size: int) -> torch.Tens
     return tf(v2.functional.resize(cropped, [size, size], antialias=True))
 
 
-def _rank(a: np.ndarray) -> np.ndarray:
-    return np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(float)
-
-
-def information_loss(ckpt_path: Path, levels: list[float], seed: int) -> dict:
+def information_loss(trained: Trained, levels: list[float], seed: int) -> dict:
     """Probe accuracy and predicted variances on centre crops of ``levels`` (area fractions)."""
-    ck = load_checkpoint(ckpt_path, expect={"method": "vssl"})
-    model, params = method_from_checkpoint(ck)
-    spec = get_spec(ck["dataset"], params)
-    recipe = get_preset(spec.preset)
-    tf = eval_transform(recipe, spec.mean, spec.std)
-    x_tr, y_tr = load_tensors(ck["dataset"], "train", params)
-    x_te, y_te = load_tensors(ck["dataset"], "test", params)
-    model.eval()
+    model, spec, tf = trained.model, trained.spec, trained.tf
+    size = get_preset(spec.preset).size
+    x_tr, y_tr = load_tensors(trained.dataset, "train", trained.params)
+    x_te, y_te = load_tensors(trained.dataset, "test", trained.params)
 
     def encode(x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         feats, var_t, var_s = [], [], []
@@ -142,7 +149,7 @@ def information_loss(ckpt_path: Path, levels: list[float], seed: int) -> dict:
     n = len(y_te)
     per_level, correct, var_t, var_s = [], {}, {}, {}
     for s in levels:
-        f, vt, vs = encode(centre_crop_views(x_te, s, tf, recipe.size))
+        f, vt, vs = encode(centre_crop_views(x_te, s, tf, size))
         ok = (probe.model.logits(f).argmax(1) == y_te).numpy()
         correct[s], var_t[s], var_s[s] = ok, vt, vs
         per_level.append(
@@ -159,9 +166,7 @@ def information_loss(ckpt_path: Path, levels: list[float], seed: int) -> dict:
     ok = np.array([correct[levels[k]][i] for i, k in zip(rows, pick, strict=True)])
     vt = np.array([var_t[levels[k]][i] for i, k in zip(rows, pick, strict=True)])
     vs = np.array([var_s[levels[k]][i] for i, k in zip(rows, pick, strict=True)])
-    ra = _rank(area)
     return {
-        "checkpoint": str(ckpt_path),
         "clean_probe_top1": probe.top1,
         "levels": per_level,
         "mixed": {
@@ -171,8 +176,8 @@ def information_loss(ckpt_path: Path, levels: list[float], seed: int) -> dict:
                 "student variance": auroc(vs, ~ok),
                 "1 - crop area (oracle)": auroc(-area, ~ok),
             },
-            "spearman(teacher variance, area)": float(np.corrcoef(_rank(vt), ra)[0, 1]),
-            "spearman(student variance, area)": float(np.corrcoef(_rank(vs), ra)[0, 1]),
+            "spearman(teacher variance, area)": float(spearmanr(vt, area).statistic),
+            "spearman(student variance, area)": float(spearmanr(vs, area).statistic),
         },
         "seed": seed,
     }
@@ -197,9 +202,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.crop_levels and not all(0 < a <= 1 for a in args.crop_levels):
         p.error("--crop-levels must lie in (0, 1]")
     torch.set_flush_denormal(True)
-    res = scores(args.checkpoint, args.sidecar, args.draws, args.seed)
+    trained = load_trained(args.checkpoint)
+    res = {"checkpoint": str(args.checkpoint)}
+    res |= scores(trained, args.sidecar, args.draws, args.seed)
     if args.crop_levels:
-        res["information_loss"] = information_loss(args.checkpoint, args.crop_levels, args.seed)
+        res["information_loss"] = information_loss(trained, args.crop_levels, args.seed)
     for name, value in res["auroc"].items():
         print(f"AUROC {name:<26} {value:.3f}")
     for key in ("corr(student variance, disagreement)", "corr(teacher variance, disagreement)"):

@@ -4,25 +4,15 @@ is asserted here: that is the benchmark's job)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import stat
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        "throughput_bench2", ROOT / "benchmarks" / "throughput.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["throughput_bench2"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("throughput.py", "throughput_bench2")
 
 
 def test_gpu_utilisation_samples_nvidia_smi(tmp_path, monkeypatch):

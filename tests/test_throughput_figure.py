@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        "throughput_bench", ROOT / "benchmarks" / "throughput.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["throughput_bench"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("throughput.py", "throughput_bench")
 
 
 def _row(method: str, aug: str, ips: float) -> dict:

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 from test_extract import TINY, make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "variance_auroc.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("variance_auroc_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["variance_auroc_bench"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("variance_auroc.py", "variance_auroc_bench")
 
 
 def test_full_area_crop_is_the_evaluation_transform(bench) -> None:
@@ -43,7 +37,7 @@ def test_information_loss_on_a_checkpoint(bench, smoke_params, tmp_path: Path) -
 
     params = load_params(ROOT / "params.yaml", profile="smoke", overrides=TINY)
     ckpt = make_checkpoint(tmp_path / "vssl.pt", params, "vssl")
-    res = bench.information_loss(ckpt, [1.0, 0.3], seed=0)
+    res = bench.information_loss(bench.load_trained(ckpt), [1.0, 0.3], seed=0)
     levels = {row["area"]: row for row in res["levels"]}
     assert set(levels) == {1.0, 0.3}
     # area 1 is the clean test set, classified by the same probe

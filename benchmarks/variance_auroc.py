@@ -15,7 +15,10 @@ the linear probe got wrong), scores every held-out image by
 
 and prints each one's AUROC for separating the probe's errors from its hits (0.5: no
 information), plus the correlation between predicted variance and disagreement (does the
-variance learn what it is trained to predict?).
+variance learn what it is trained to predict?). The reported score is also taken apart
+(:func:`anatomy`, from the sidecar alone): the error rate per variance decile, the AUROC within
+each class (how much of the ranking is "which class is easy"), and the classes of the most
+confident decile.
 
 ``--crop-levels`` adds the *information-loss* test: every held-out image is centre-cropped to
 a fraction ``s`` of its area and resized back (the training recipe's main way of removing
@@ -71,6 +74,34 @@ def load_trained(ckpt_path: Path) -> Trained:
     return Trained(ck["dataset"], model.eval(), params, spec, tf)
 
 
+def anatomy(side, n_bins: int = 10) -> dict:
+    """Where the reported score's ranking comes from, read off the probe's sidecar.
+
+    ``side`` has one row per held-out image with ``label``, ``correct`` and ``mean_variance``
+    (the posterior's mean variance of the clean image, the pipeline's score). Returns the probe's
+    error rate (%) per variance bin (equal counts, lowest variance first), the mean over classes of
+    the within-class error AUROC (classes where the probe is neither always right nor always
+    wrong), and the label counts in the lowest-variance bin.
+    """
+    import pandas as pd
+
+    wrong = ~side["correct"].astype(bool)
+    bins = pd.qcut(side["mean_variance"].rank(method="first"), n_bins, labels=False)
+    within = [
+        auroc(g["mean_variance"].to_numpy(), ~g["correct"].astype(bool).to_numpy())
+        for _, g in side.groupby("label")
+        if 0 < g["correct"].mean() < 1
+    ]
+    low = side.loc[bins == 0, "label"]
+    return {
+        "error_rate_by_variance_bin": [float(100 * w) for w in wrong.groupby(bins).mean()],
+        "within_class_auroc_mean": float(np.mean(within)) if within else float("nan"),
+        "lowest_bin_label_counts": {
+            int(k): int(v) for k, v in low.value_counts().sort_index().items()
+        },
+    }
+
+
 def scores(trained: Trained, sidecar: Path, draws: int, seed: int) -> dict:
     import pandas as pd
 
@@ -112,6 +143,7 @@ def scores(trained: Trained, sidecar: Path, draws: int, seed: int) -> dict:
         "corr(teacher variance, disagreement)": float(np.corrcoef(var_clean, dis)[0, 1]),
         "draws": draws,
         "seed": seed,
+        "reported score": anatomy(side),
     }
 
 
@@ -211,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"AUROC {name:<26} {value:.3f}")
     for key in ("corr(student variance, disagreement)", "corr(teacher variance, disagreement)"):
         print(f"{key:<40} {res[key]:+.3f}")
+    parts = res["reported score"]
+    rates = " ".join(f"{r:.0f}" for r in parts["error_rate_by_variance_bin"])
+    print(f"probe error % by variance decile (low -> high): {rates}")
+    print(f"AUROC student variance (clean), within class   {parts['within_class_auroc_mean']:.3f}")
+    print(f"labels of the lowest-variance decile: {parts['lowest_bin_label_counts']}")
     if "information_loss" in res:
         info = res["information_loss"]
         print(f"\ncentre crops (clean probe top-1 {info['clean_probe_top1']:.1f}):")

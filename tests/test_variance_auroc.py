@@ -51,3 +51,23 @@ def test_information_loss_on_a_checkpoint(bench, smoke_params, tmp_path: Path) -
         assert np.isfinite(value)
     with pytest.raises(SystemExit):
         bench.main([str(ckpt), str(tmp_path / "missing.csv"), "--crop-levels", "1.5"])
+
+
+def test_anatomy_separates_class_effects_from_within_class_ranking(bench) -> None:
+    import pandas as pd
+
+    # class 0: low variance, always right; class 1: variance ranks its errors perfectly
+    side = pd.DataFrame(
+        {
+            "label": [0] * 10 + [1] * 10,
+            "correct": [1] * 10 + [1] * 5 + [0] * 5,
+            "mean_variance": [0.1] * 10 + [0.5 + 0.01 * i for i in range(10)],
+        }
+    )
+    res = bench.anatomy(side, n_bins=4)
+    assert res["error_rate_by_variance_bin"] == [0.0, 0.0, 0.0, 100.0]
+    assert res["within_class_auroc_mean"] == pytest.approx(1.0)  # class 0 has no errors: skipped
+    assert res["lowest_bin_label_counts"] == {0: 5}
+    # one variance for all of class 1: the class effect stays, the within-class ranking goes
+    side.loc[10:, "mean_variance"] = 0.5
+    assert bench.anatomy(side, n_bins=4)["within_class_auroc_mean"] == pytest.approx(0.5)

@@ -83,18 +83,20 @@ def anatomy(side, n_bins: int = 10) -> dict:
     the within-class error AUROC (classes where the probe is neither always right nor always
     wrong), and the label counts in the lowest-variance bin.
     """
-    import pandas as pd
+    from vssl.report.figures import error_by_decile
 
-    wrong = ~side["correct"].astype(bool)
-    bins = pd.qcut(side["mean_variance"].rank(method="first"), n_bins, labels=False)
+    # the pipeline's figure bins the same way: the numbers match its uncertainty.png
+    run = side.assign(dataset="-", method="vssl", seed=0, correct=side["correct"].astype(bool))
+    rates = error_by_decile(run, bins=n_bins)["error_rate"]
+    first = side["mean_variance"].rank(method="first") <= len(side) / n_bins
     within = [
         auroc(g["mean_variance"].to_numpy(), ~g["correct"].astype(bool).to_numpy())
         for _, g in side.groupby("label")
         if 0 < g["correct"].mean() < 1
     ]
-    low = side.loc[bins == 0, "label"]
+    low = side.loc[first, "label"]
     return {
-        "error_rate_by_variance_bin": [float(100 * w) for w in wrong.groupby(bins).mean()],
+        "error_rate_by_variance_bin": [float(r) for r in rates],
         "within_class_auroc_mean": float(np.mean(within)) if within else float("nan"),
         "lowest_bin_label_counts": {
             int(k): int(v) for k, v in low.value_counts().sort_index().items()

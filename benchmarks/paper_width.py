@@ -1,0 +1,191 @@
+"""The paper's settings at the paper's width, on a CPU: does the default VSSL stay stable where
+the 2025 reading collapsed?
+
+Issue 10's collapse was measured on a GPU: `vssl pretrain --profile paper --dataset
+cifar10_mini` (ResNet-18 width 64, the paper's heads 4096/256/4096, LARS at base lr 1.0, batch
+256, a 1,000-epoch schedule with 10 warm-up epochs, bf16). This script reruns exactly that
+command, through the engine, for the first ``--epochs`` epochs of the same 1,000-epoch schedule
+(``--stop-after``), for each config side by side (default: VSSL, its 2025 reading, BYOL and the
+untrained floor), then extracts frozen features and probes them with the pipeline's own
+commands (``vssl extract``, ``vssl probe``: linear, kNN-20 and, for VSSL, the uncertainty AUROC
+on the 1,000 held-out images). Rerunning with a larger ``--epochs`` continues the same runs.
+
+On CPUs with AMX (Intel Sapphire Rapids and later) bf16 autocast makes width 64 affordable: the
+engine's step runs 2.5-2.6x faster than in fp32 there (docs/benchmarks.md, "bf16 on the CPU").
+``--precision no`` runs fp32.
+
+    python benchmarks/paper_width.py run --out /tmp/paper-width --epochs 20
+    python benchmarks/paper_width.py report /tmp/paper-width
+
+``run`` writes ``<out>/<config>/`` (the run folder: history.csv, metrics.json, checkpoint.pt),
+``<out>/<config>.log``, ``<out>/features/<config>/`` and ``<out>/probes/<config>.json``, then
+the report: ``<out>/summary.md`` and ``<out>/curves.png`` (every history column per epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PROFILE = "paper"
+DATASET = "cifar10_mini"
+CONFIGS = ("vssl", "vssl_2025", "byol", "random")  # random: the untrained floor, no training
+
+
+def vssl_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vssl", *args]
+
+
+def pretrain_cmd(config: str, out: Path, seed: int, epochs: int, precision: str) -> list[str]:
+    return vssl_cli(
+        "pretrain", "--profile", PROFILE, "--dataset", DATASET, "--method", config,
+        "--seed", str(seed), "--out", str(out / config), "--stop-after", str(epochs),
+        "--set", f"pretrain.mixed_precision={precision}", "--no-mlflow", "--no-progress",
+        "--resume",
+    )  # fmt: skip
+
+
+def checkpoint(run_dir: Path) -> Path:
+    """The run's checkpoint: ``checkpoint.pt`` once the schedule is complete, else the
+    resumable ``checkpoint.partial.pt`` that ``--stop-after`` leaves."""
+    for name in ("checkpoint.pt", "checkpoint.partial.pt"):
+        if (run_dir / name).exists():
+            return run_dir / name
+    raise SystemExit(f"{run_dir}: no checkpoint.pt or checkpoint.partial.pt")
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Every config trains at once, each on its own threads: one process per config keeps their
+    # runs independent, and the report compares them epoch by epoch.
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    procs = {}
+    start = time.time()
+    for c in args.configs:
+        cmd = pretrain_cmd(c, out, args.seed, args.epochs, args.precision)
+        print("$", " ".join(cmd[1:]), flush=True)
+        log = open(out / f"{c}.log", "a")  # noqa: SIM115 (closed when the process ends)
+        procs[c] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+    failed = []
+    for c, (p, log) in procs.items():
+        if p.wait() != 0:
+            failed.append(c)
+        log.close()
+    print(f"pretraining: {time.time() - start:.0f} s", flush=True)
+    if failed:
+        raise SystemExit(f"pretraining failed for {', '.join(failed)}: see {out}/<config>.log")
+    for c in args.configs:
+        feats = out / "features" / c
+        common = ["--profile", PROFILE, "--no-mlflow"]
+        subprocess.run(
+            vssl_cli("extract", "--checkpoint", str(checkpoint(out / c)), "--dataset", DATASET,
+                     "--out", str(feats), *common),
+            check=True,
+        )  # fmt: skip
+        subprocess.run(
+            vssl_cli("probe", "--features", str(feats), "--out", str(out / "probes" / f"{c}.json"),
+                     *common),
+            check=True,
+        )  # fmt: skip
+    report(argparse.Namespace(out=str(out)))
+
+
+def summarise(history: pd.DataFrame, probe: dict | None) -> dict:
+    """One row: the curves' first, peak and last values, and the probes' top-1 (an untrained
+    run has no history rows: probes only)."""
+    row: dict = {"epochs": int(history["epoch"].max()) if len(history) else 0}
+    if len(history):
+        if "kl" in history:
+            kl = history["kl"]
+            row["KL first -> max (epoch) -> last"] = (
+                f"{kl.iloc[0]:.3g} -> {kl.max():.3g} ({int(history.loc[kl.idxmax(), 'epoch'])}) "
+                f"-> {kl.iloc[-1]:.3g}"
+            )
+        z = history["z_spread"]
+        row["z_spread first -> min -> last"] = (
+            f"{z.iloc[0]:.3f} -> {z.min():.3f} -> {z.iloc[-1]:.3f}"
+        )
+        for col in ("logvar_student", "logvar_teacher"):
+            if col in history:
+                v = history[col]
+                row[f"{col} first -> last (min, max)"] = (
+                    f"{v.iloc[0]:.2f} -> {v.iloc[-1]:.2f} ({v.min():.2f}, {v.max():.2f})"
+                )
+        row["online probe top-1, last"] = round(float(history["online_probe_top1"].iloc[-1]), 1)
+    if probe:
+        row["linear top-1"] = round(probe["linear_top1"], 1)
+        row["kNN-20 top-1"] = round(probe["knn20_top1"], 1)
+        if "uncertainty_error_auroc" in probe:
+            row["error AUROC (posterior variance)"] = round(probe["uncertainty_error_auroc"], 3)
+    steady = history["images_per_second"].iloc[1:] if len(history) else []
+    if len(steady):
+        row["images/s (epochs 2+, median)"] = round(float(steady.median()), 1)
+    return row
+
+
+def report(args: argparse.Namespace) -> None:
+    from vssl.io import write_text
+    from vssl.report.figures import HISTORY_SKIP, training_curves_figure
+
+    out = Path(args.out)
+    rows, frames = {}, []
+    order = {c: i for i, c in enumerate(CONFIGS)}
+    found = sorted(out.glob("*/history.csv"), key=lambda h: (order.get(h.parent.name, 99), h))
+    for h in found:
+        c = h.parent.name
+        hist = pd.read_csv(h)
+        probe_path = out / "probes" / f"{c}.json"
+        probe = json.loads(probe_path.read_text()) if probe_path.exists() else None
+        rows[c] = summarise(hist, probe)
+        cols = [c2 for c2 in hist.columns if c2 not in HISTORY_SKIP and c2 != "epoch"]
+        long = hist.melt(id_vars=["epoch"], value_vars=cols, var_name="metric")
+        if len(hist):
+            frames.append(long.assign(dataset=DATASET, method=c, variant=c, seed=0).dropna())
+    if not rows:
+        raise SystemExit(f"{out}: no <config>/history.csv to report")
+    table = pd.DataFrame(rows).T.fillna("-")  # "-": no probe for that run (yet)
+    text = (
+        f"`vssl pretrain --profile {PROFILE} --dataset {DATASET}` (ResNet-18 width 64, heads "
+        "4096/256/4096, LARS base lr 1.0, batch 256, 1,000-epoch schedule, 10 warm-up epochs), "
+        "first epochs of the schedule; probes from `vssl extract` + `vssl probe`.\n\n"
+        + table.to_markdown()
+        + "\n"
+    )
+    write_text(out / "summary.md", text)
+    curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    training_curves_figure(curves, out / "curves.png")
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="pretrain the configs side by side, extract, probe, report")
+    r.add_argument("--out", required=True)
+    r.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    r.add_argument("--epochs", type=int, default=20, help="epochs of the 1,000-epoch schedule")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--precision", default="bf16", choices=["bf16", "no"])
+    r.add_argument("--threads", type=int, default=1, help="threads per config")
+    r.set_defaults(func=run)
+    p = sub.add_parser("report", help="summary.md and curves.png from a run folder")
+    p.add_argument("out")
+    p.set_defaults(func=report)
+    args = ap.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

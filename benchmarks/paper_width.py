@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -137,24 +138,24 @@ def summarise(history: pd.DataFrame, probe: dict | None) -> dict:
 
 def report(args: argparse.Namespace) -> None:
     from vssl.io import write_text
-    from vssl.report.figures import HISTORY_SKIP, training_curves_figure
+    from vssl.report.figures import load_histories, training_curves_figure
 
     out = Path(args.out)
-    rows, frames = {}, []
     order = {c: i for i, c in enumerate(CONFIGS)}
     found = sorted(out.glob("*/history.csv"), key=lambda h: (order.get(h.parent.name, 99), h))
+    if not found:
+        raise SystemExit(f"{out}: no <config>/history.csv to report")
+    rows = {}
     for h in found:
         c = h.parent.name
-        hist = pd.read_csv(h)
         probe_path = out / "probes" / f"{c}.json"
         probe = json.loads(probe_path.read_text()) if probe_path.exists() else None
-        rows[c] = summarise(hist, probe)
-        cols = [c2 for c2 in hist.columns if c2 not in HISTORY_SKIP and c2 != "epoch"]
-        long = hist.melt(id_vars=["epoch"], value_vars=cols, var_name="metric")
-        if len(hist):
-            frames.append(long.assign(dataset=DATASET, method=c, variant=c, seed=0).dropna())
-    if not rows:
-        raise SystemExit(f"{out}: no <config>/history.csv to report")
+        rows[c] = summarise(pd.read_csv(h), probe)
+    # the pipeline's own reader and figure (training_curves.png), on this folder's layout
+    runs = [
+        SimpleNamespace(dataset=DATASET, method=c, variant=c, seed=0, history=f"{c}/history.csv")
+        for c in rows
+    ]
     table = pd.DataFrame(rows).T.fillna("-")  # "-": no probe for that run (yet)
     text = (
         f"`vssl pretrain --profile {PROFILE} --dataset {DATASET}` (ResNet-18 width 64, heads "
@@ -164,8 +165,7 @@ def report(args: argparse.Namespace) -> None:
         + "\n"
     )
     write_text(out / "summary.md", text)
-    curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    training_curves_figure(curves, out / "curves.png")
+    training_curves_figure(load_histories(runs, out), out / "curves.png")
     print(text)
 
 

@@ -16,10 +16,14 @@ engine's step runs 2.5-2.6x faster than in fp32 there (docs/benchmarks.md, "bf16
 
     python benchmarks/paper_width.py run --out /tmp/paper-width --epochs 20
     python benchmarks/paper_width.py report /tmp/paper-width
+    python benchmarks/paper_width.py seeds /tmp/pw-seed0 /tmp/pw-seed1 /tmp/pw-seed2 --out DIR
 
 ``run`` writes ``<out>/<config>/`` (the run folder: history.csv, metrics.json, checkpoint.pt),
 ``<out>/<config>.log``, ``<out>/features/<config>/`` and ``<out>/probes/<config>.json``, then
 the report: ``<out>/summary.md`` and ``<out>/curves.png`` (every history column per epoch).
+``seeds`` reads several such folders (one ``run --seed S`` each) and writes ``seeds.md`` and
+``seeds.csv``: every run's probes and end-of-run curves, each config's mean and sample std over
+seeds, and VSSL minus BYOL paired by seed.
 """
 
 from __future__ import annotations
@@ -169,6 +173,93 @@ def report(args: argparse.Namespace) -> None:
     print(text)
 
 
+def seed_rows(folders: list[Path]) -> pd.DataFrame:
+    """One row per (folder, config) with probe results: seed and epochs from the features'
+    meta.json (what was actually extracted), probe top-1s and AUROC, last KL and z_spread."""
+    rows = []
+    for folder in folders:
+        probes = sorted(folder.glob("probes/*.json"))
+        if not probes:
+            raise SystemExit(f"{folder}: no probes/<config>.json (run `paper_width.py run` first)")
+        for probe_path in probes:
+            c = probe_path.stem
+            meta_path = folder / "features" / c / "meta.json"
+            if not meta_path.is_file():
+                raise SystemExit(f"{meta_path}: missing (the probe's features)")
+            meta, probe = json.loads(meta_path.read_text()), json.loads(probe_path.read_text())
+            row = {
+                "config": c,
+                "seed": int(meta["seed"]),
+                "epochs": int(meta["epoch"]),
+                "linear top-1": probe["linear_top1"],
+                "kNN-20 top-1": probe["knn20_top1"],
+                "error AUROC": probe.get("uncertainty_error_auroc"),
+            }
+            hist_path = folder / c / "history.csv"
+            history = pd.read_csv(hist_path) if hist_path.is_file() else pd.DataFrame()
+            # the checkpoint's epoch: the history may run ahead of an older extraction
+            history = history[history["epoch"] <= row["epochs"]] if len(history) else history
+            for col, name in (("kl", "KL, last"), ("z_spread", "z_spread, last")):
+                if col in history and len(history):
+                    row[name] = float(history[col].iloc[-1])
+            rows.append(row)
+    per_run = pd.DataFrame(rows)
+    dup = per_run[per_run.duplicated(["config", "seed", "epochs"], keep=False)]
+    if len(dup):
+        raise SystemExit(f"the same config, seed and epoch in two folders:\n{dup}")
+    return per_run
+
+
+def seeds(args: argparse.Namespace) -> None:
+    from vssl.io import write_text
+
+    per_run = seed_rows([Path(f) for f in args.folders])
+    order = {c: i for i, c in enumerate(CONFIGS)}
+    rank = per_run["config"].map(order).fillna(len(order))
+    per_run = per_run.assign(_rank=rank).sort_values(["_rank", "config", "seed"])
+    per_run = per_run.drop(columns="_rank").reset_index(drop=True)
+    metrics = [c for c in per_run.columns if c not in ("config", "seed", "epochs")]
+
+    def mean_std(x: pd.Series) -> str:
+        x = x.dropna().astype(float)
+        if x.empty:
+            return "-"
+        return f"{x.mean():.3g}" if len(x) == 1 else f"{x.mean():.3g} ± {x.std(ddof=1):.2g}"
+
+    # runs stopped at different epochs are different measurements: never averaged together
+    summary = per_run.groupby(["config", "epochs"], sort=False).agg(
+        seeds=("seed", lambda s: ", ".join(str(v) for v in s)),
+        **{m: (m, mean_std) for m in metrics},
+    )
+    text = (
+        f"`vssl pretrain --profile {PROFILE} --dataset {DATASET}` per seed (`paper_width.py run "
+        "--seed S`); mean ± sample std over seeds.\n\n"
+        + summary.reset_index().to_markdown(index=False)
+        + "\n"
+    )
+    pivot = per_run.pivot(index=["epochs", "seed"], columns="config")
+    if {"vssl", "byol"} <= set(per_run["config"]):
+        diff = pd.DataFrame(
+            {m: pivot[(m, "vssl")] - pivot[(m, "byol")] for m in ("linear top-1", "kNN-20 top-1")}
+        ).dropna()
+        text += (
+            "\nVSSL minus BYOL, paired by seed at the same epoch:\n\n"
+            + diff.reset_index().round(1).to_markdown(index=False)
+            + "\n\n"
+            + "\n".join(
+                f"- {e} epochs: " + ", ".join(f"{m} {mean_std(g[m])}" for m in diff.columns)
+                for e, g in diff.groupby(level="epochs")
+            )
+            + "\n"
+        )
+    text += "\nEvery run:\n\n" + per_run.round(3).to_markdown(index=False) + "\n"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "seeds.md", text)
+    write_text(out / "seeds.csv", per_run.to_csv(index=False))
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -183,6 +274,10 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("report", help="summary.md and curves.png from a run folder")
     p.add_argument("out")
     p.set_defaults(func=report)
+    s = sub.add_parser("seeds", help="seeds.md and seeds.csv: several `run --seed S` folders")
+    s.add_argument("folders", nargs="+")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=seeds)
     args = ap.parse_args(argv)
     args.func(args)
 

@@ -97,3 +97,64 @@ def test_checkpoint_prefers_the_complete_one(bench, tmp_path: Path) -> None:
 def test_report_without_runs_is_a_clear_error(bench, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no <config>/history.csv"):
         bench.report(bench.argparse.Namespace(out=str(tmp_path)))
+
+
+def _seed_folder(root: Path, seed: int, epochs: int, results: dict[str, tuple]) -> Path:
+    """A `paper_width.py run --seed S` folder: probes, the features' meta.json, histories."""
+    folder = root / f"seed{seed}"
+    for config, (linear, knn, auroc) in results.items():
+        (folder / "probes").mkdir(parents=True, exist_ok=True)
+        probe = {"linear_top1": linear, "knn20_top1": knn}
+        if auroc is not None:
+            probe["uncertainty_error_auroc"] = auroc
+        (folder / "probes" / f"{config}.json").write_text(json.dumps(probe))
+        (folder / "features" / config).mkdir(parents=True)
+        meta = {"seed": seed, "epoch": 0 if config == "random" else epochs}
+        (folder / "features" / config / "meta.json").write_text(json.dumps(meta))
+        if config != "random":
+            (folder / config).mkdir()
+            # the history runs past the extracted epoch: the row must read the extracted one
+            kl = [5.0] * (epochs - 1) + [1.0] + [9.0] * 5
+            history = {"epoch": range(1, len(kl) + 1), "kl": kl, "z_spread": [0.9] * len(kl)}
+            pd.DataFrame(history).to_csv(folder / config / "history.csv", index=False)
+    return folder
+
+
+def test_seeds_averages_per_epoch_and_pairs_vssl_with_byol(bench, tmp_path: Path) -> None:
+    s0 = _seed_folder(
+        tmp_path, 0, 4, {"vssl": (46.0, 40.0, 0.58), "byol": (45.0, 35.0, None),
+                         "random": (33.0, 31.0, None)},
+    )  # fmt: skip
+    s1 = _seed_folder(tmp_path, 1, 4, {"vssl": (44.0, 36.0, 0.54), "byol": (40.0, 30.0, None)})
+    s2 = _seed_folder(tmp_path, 2, 2, {"vssl": (30.0, 30.0, 0.50)})  # another epoch: apart
+    out = tmp_path / "out"
+    bench.main(["seeds", str(s0), str(s1), str(s2), "--out", str(out)])
+
+    per_run = pd.read_csv(out / "seeds.csv")
+    assert len(per_run) == 6
+    vssl0 = per_run[(per_run.config == "vssl") & (per_run.seed == 0)].iloc[0]
+    assert vssl0["epochs"] == 4 and vssl0["KL, last"] == 1.0  # the extracted epoch's KL
+    text = (out / "seeds.md").read_text()
+    cells = [
+        [c.strip() for c in line.split("|")[1:-1]] for line in text.split("\n\n")[1].split("\n")
+    ]
+    summary = {(r[0], r[1]): dict(zip(cells[0], r, strict=True)) for r in cells[2:]}
+    # vssl at 4 epochs: two seeds' mean ± sample std, never averaged with the 2-epoch run
+    assert summary["vssl", "4"]["seeds"] == "0, 1"
+    assert summary["vssl", "4"]["linear top-1"] == "45 ± 1.4"
+    assert summary["vssl", "4"]["error AUROC"] == "0.56 ± 0.028"
+    assert summary["vssl", "2"]["linear top-1"] == "30"
+    assert summary["random", "0"]["KL, last"] == "-"
+    # paired differences: seed 0 +1 / +5, seed 1 +4 / +6
+    assert "- 4 epochs: linear top-1 2.5 ± 2.1, kNN-20 top-1 5.5 ± 0.71" in text
+    assert "- 2 epochs" not in text  # no BYOL run at 2 epochs to pair with
+
+
+def test_seeds_refuses_duplicates_and_empty_folders(bench, tmp_path: Path) -> None:
+    a = _seed_folder(tmp_path / "a", 0, 4, {"vssl": (46.0, 40.0, 0.58)})
+    b = _seed_folder(tmp_path / "b", 0, 4, {"vssl": (47.0, 41.0, 0.59)})
+    with pytest.raises(SystemExit, match="same config, seed and epoch"):
+        bench.main(["seeds", str(a), str(b), "--out", str(tmp_path / "out")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no probes"):
+        bench.main(["seeds", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])

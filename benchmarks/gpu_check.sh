@@ -3,6 +3,8 @@
 #   1. benchmarks/throughput.py: VSSL, our BYOL and lightly's BYOL at width 64, batch 256 and 512,
 #      bf16, channels-last, model work only ("none") and with the engine's batched augmentation
 #      ("batched"); images/s, the augmentation's share, GPU busy % (nvidia-smi) and the ratios;
+#      then our BYOL against lightly's as each library ships it ("shipped": ours with the
+#      engine's batched augmentation, lightly's with its BYOLTransform in a DataLoader), batch 256;
 #   2. `vssl pretrain` (the engine: compile and channels-last on CUDA by default) for 30 epochs
 #      on cifar10-mini with the paper profile, BYOL then VSSL; prints steady-state images/s
 #      (metrics.json's images_per_second_steady: every epoch but the first).
@@ -82,7 +84,8 @@ if [ "$dry" = 1 ]; then
   epochs=2
   run_sets=(--set backbone.width=4 --set data.train_subset=128 --set data.test_subset=64
             --set pretrain.batch_size=32 --set pretrain.knn_every=2)
-  budget_tp=300; budget_run=300
+  shipped=(--device cpu --widths 4 --batch-sizes 16 --steps 1 --repeats 1 --warmup 1 --n-images 64)
+  budget_tp=300; budget_shipped=300; budget_run=300
 else
   device=cuda
   "$py" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
@@ -92,7 +95,9 @@ else
   profile=paper
   epochs=30
   run_sets=()
-  budget_tp=150; budget_run=100
+  shipped=(--device cuda --widths 64 --batch-sizes 256 --steps 10 --repeats 2 --warmup 2
+           --n-images 4096 --bf16 --channels-last)
+  budget_tp=140; budget_shipped=50; budget_run=100
 fi
 "$py" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
 
@@ -102,6 +107,13 @@ say "throughput ($device): $methods; augmentation none and batched"
 timeout "$budget_tp" "$py" benchmarks/throughput.py "${tp[@]}" --methods $methods \
   --augs none batched --out "$out/throughput-$device.json" 2>&1 | tee "$out/throughput-$device.log" \
   || echo "throughput.py stopped (exit ${PIPESTATUS[0]}): see $out/throughput-$device.log"
+if [[ " $methods " == *" byol-lightly "* ]]; then
+  say "throughput ($device): our BYOL and lightly's, each with its own data path (shipped)"
+  timeout "$budget_shipped" "$py" benchmarks/throughput.py "${shipped[@]}" \
+    --methods byol-ours byol-lightly --augs shipped --out "$out/throughput-shipped-$device.json" \
+    2>&1 | tee "$out/throughput-shipped-$device.log" \
+    || echo "throughput.py (shipped) stopped (exit ${PIPESTATUS[0]}): see its log"
+fi
 
 # -- 2. the engine, 30 epochs on cifar10-mini --------------------------------------------------
 tracking=(--no-mlflow)
@@ -144,6 +156,7 @@ done
 
 say "summary"
 [ -f "$out/throughput-$device.md" ] && cat "$out/throughput-$device.md"
+[ -f "$out/throughput-shipped-$device.md" ] && cat "$out/throughput-shipped-$device.md"
 for method in byol vssl; do
   [ -f "$out/metrics-$method.json" ] && "$py" -c "
 import json; m = json.load(open('$out/metrics-$method.json'))

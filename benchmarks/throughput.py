@@ -25,8 +25,13 @@ augmentation's share of the step is timed separately (the same number of batches
 Augmentation modes: ``none`` (views made once: model work only), ``cpu`` (per-sample
 torchvision v2, what DataLoader workers do), ``batched`` (the engine's plain-tensor batched
 augmentation on the whole batch on the device: its default for in-memory data) and ``kornia``
-(the kornia implementation of the same recipe). On a GPU, bf16 autocast and channels-last are
-on by default; ``--compile`` compiles the models (``pretrain.compile``).
+(the kornia implementation of the same recipe) and ``shipped`` (each library's data path as its
+users run it: ours is the engine's batched augmentation, as in ``batched``; lightly's is
+lightly's own ``BYOLTransform`` with its CIFAR-10 settings, applied per PIL image in a
+``torch.utils.data.DataLoader`` with ``--loader-workers`` workers, as lightly's BYOL example
+does). ``shipped`` is the comparison a user of either library gets; ``none`` and ``batched``
+compare the models on the same input. On a GPU, bf16 autocast and channels-last are on by
+default; ``--compile`` compiles the models (``pretrain.compile``).
 """
 
 from __future__ import annotations
@@ -74,6 +79,57 @@ def load_images(data_root: Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     arr, labels = data["images"][:n], data["labels"][:n]
     images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
     return images, torch.from_numpy(labels.astype(np.int64))
+
+
+class PilPairs(torch.utils.data.Dataset):
+    """(view 1, view 2, label) of each image through a two-view PIL transform (lightly's)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform) -> None:
+        from PIL import Image
+
+        self.pil = [Image.fromarray(x.permute(1, 2, 0).numpy()) for x in images]
+        self.labels, self.transform = labels, transform
+
+    def __len__(self) -> int:
+        return len(self.pil)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        v1, v2 = self.transform(self.pil[i])
+        return v1, v2, self.labels[i]
+
+
+def lightly_loader(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int, workers: int, pin: bool
+) -> torch.utils.data.DataLoader:
+    """lightly's BYOL data path at 32 px: ``BYOLTransform`` with no blur (lightly's CIFAR-10
+    setting; the same recipe as our ``cifar`` preset: crop scale (0.08, 1), flip 0.5, jitter
+    0.4/0.4/0.2/0.1 with p 0.8, grayscale 0.2, solarisation 0 / 0.2), CIFAR normalisation,
+    shuffled, in a DataLoader."""
+    from lightly.transforms.byol_transform import (
+        BYOLTransform,
+        BYOLView1Transform,
+        BYOLView2Transform,
+    )
+
+    norm = {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)}
+    transform = BYOLTransform(
+        view_1_transform=BYOLView1Transform(input_size=32, gaussian_blur=0.0, normalize=norm),
+        view_2_transform=BYOLView2Transform(input_size=32, gaussian_blur=0.0, normalize=norm),
+    )
+    return torch.utils.data.DataLoader(
+        PilPairs(images, labels, transform),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin,
+    )
+
+
+def forever(loader: torch.utils.data.DataLoader):
+    while True:
+        yield from loader
 
 
 class LightlyBYOL(nn.Module):
@@ -215,11 +271,26 @@ class Runner:
         self.dev_images, self.dev_labels = images.to(device), labels.to(device)
         # "none": views augmented once up front, so only the model's work is timed.
         self.fixed = (*self.engine_aug(self.dev_images[:batch_size]), self.dev_labels[:batch_size])
+        self.shipped = None
+        if aug == "shipped" and not self.ours:  # lightly's own transforms and DataLoader
+            loader = lightly_loader(
+                images, labels, batch_size, args.loader_workers, device.type == "cuda"
+            )
+            self.shipped = forever(loader)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, fmt = self.batch_size, torch.channels_last if self.args.channels_last else None
         if self.aug == "none":
             return self.fixed
+        if self.shipped is not None:
+            v1, v2, y = next(self.shipped)
+            if fmt is not None:
+                v1, v2 = v1.contiguous(memory_format=fmt), v2.contiguous(memory_format=fmt)
+            return (
+                v1.to(self.device, non_blocking=True),
+                v2.to(self.device, non_blocking=True),
+                y.to(self.device, non_blocking=True),
+            )
         if self.aug == "cpu":
             idx = torch.randint(0, len(self.images), (b,))
             views = [self.cpu_aug(self.images[i]) for i in idx.tolist()]
@@ -381,6 +452,7 @@ def run(args: argparse.Namespace) -> dict:
         "bf16": bool(args.bf16),
         "channels_last": args.channels_last,
         "compile": args.compile,
+        "loader_workers": args.loader_workers,
         "steps": args.steps,
         "repeats": args.repeats,
         "rows": rows,
@@ -396,8 +468,13 @@ def markdown(res: dict) -> str:
         f"Throughput on {res['device']} ({res['date']}), torch {res['torch']}, "
         f"batch {res['batch_size']}, {res['image_size']} px, bf16={res['bf16']}, "
         f"channels_last={res['channels_last']}, compile={res.get('compile', False)}; "
-        f"{res['repeats']} interleaved rounds of {res['steps']} steps. "
-        f"Command: `{res['command']}`",
+        f"{res['repeats']} interleaved rounds of {res['steps']} steps"
+        + (
+            f"; lightly's `shipped` data path with {res['loader_workers']} DataLoader workers"
+            if any(r["aug"] == "shipped" for r in res["rows"])
+            else ""
+        )
+        + f". Command: `{res['command']}`",
         "",
         "| method | width | batch | augmentation | images/s (median) | min-max "
         "| augmentation share | GPU busy |",
@@ -498,12 +575,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--augs",
         nargs="+",
-        choices=["none", "cpu", "batched", "kornia"],
+        choices=["none", "cpu", "batched", "kornia", "shipped"],
         default=None,
         help="none: views made once, model work only; cpu: per-sample torchvision v2; "
         "batched: the engine's batched augmentation (plain tensor ops) on the whole batch on "
-        "the device (its default for in-memory data); kornia: the same recipe with kornia "
-        "(default: none cpu batched)",
+        "the device (its default for in-memory data); kornia: the same recipe with kornia; "
+        "shipped: each library's own data path (ours: batched; lightly's: its BYOLTransform "
+        "in a DataLoader) (default: none cpu batched)",
+    )
+    p.add_argument(
+        "--loader-workers",
+        type=int,
+        default=None,
+        help="DataLoader workers of lightly's data path in --augs shipped (default: 0 on a "
+        "CPU, whose cores the model needs; min(8, cores) on a GPU)",
     )
     p.add_argument("--batch-sizes", "--batch-size", dest="batch_sizes", type=int, nargs="+",
                    default=[256])  # fmt: skip
@@ -531,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu = args.device.startswith("cuda")
     args.bf16 = gpu if args.bf16 is None else args.bf16
     args.channels_last = gpu if args.channels_last is None else args.channels_last
+    if args.loader_workers is None:
+        args.loader_workers = min(8, os.cpu_count() or 1) if gpu else 0
     res = run(args)
     md = markdown(res)
     print(md)

@@ -36,6 +36,11 @@ def test_dry_run_on_cpu(data_root, tmp_path):
     table = json.loads((out / "throughput-cpu.json").read_text())
     assert {r["method"] for r in table["rows"]} >= {"vssl", "byol-ours"}
     assert {r["aug"] for r in table["rows"]} == {"none", "batched"}
+    if "byol-lightly" in {r["method"] for r in table["rows"]}:  # lightly's own data path too
+        shipped = json.loads((out / "throughput-shipped-cpu.json").read_text())
+        assert {(r["method"], r["aug"]) for r in shipped["rows"]} == {
+            ("byol-ours", "shipped"), ("byol-lightly", "shipped")
+        }  # fmt: skip
     for method in ("byol", "vssl"):
         m = json.loads((out / f"metrics-{method}.json").read_text())
         assert m["images_per_second_steady"] > 0 and m["device"] == "cpu"

@@ -8,6 +8,9 @@ the linear probe got wrong), scores every held-out image by
   prior's; what ``vssl probe`` reported before 2026-11-26);
 * ``student variance (clean)``: the posterior's (the student's) mean variance of the same image,
   what ``vssl probe`` reports as ``uncertainty_error_auroc``;
+* ``student entropy (clean)``: the mean of the posterior's log-variances of the same image, the
+  Gaussian's differential entropy up to constants (a geometric rather than arithmetic mean
+  of the variances: a few large coordinates weigh less);
 * ``student variance (views)``: the student's mean variance on augmented views;
 * ``cross-view disagreement``: ``1 - cos(mu_s(view a), mu_t(view b))`` averaged over
   ``--draws`` pairs of views, the quantity the likelihood fits the student's variance to;
@@ -128,7 +131,9 @@ def scores(trained: Trained, sidecar: Path, draws: int, seed: int) -> dict:
                 var_views[i : i + 500] += q.logvar.exp().mean(1).numpy() / draws
         clean = tf(x)
         _, lv = model.prior(clean)
-        var_student_clean = model.gaussian(clean)[1].exp().mean(1).numpy()
+        lv_student = model.gaussian(clean)[1]
+        var_student_clean = lv_student.exp().mean(1).numpy()
+        entropy_student_clean = lv_student.mean(1).numpy()
         norm = model.backbone(clean).norm(dim=1).numpy()
     var_clean = lv.exp().mean(1).numpy()
     return {
@@ -137,6 +142,7 @@ def scores(trained: Trained, sidecar: Path, draws: int, seed: int) -> dict:
         "auroc": {
             "teacher variance (clean)": auroc(var_clean, wrong),
             "student variance (clean)": auroc(var_student_clean, wrong),
+            "student entropy (clean)": auroc(entropy_student_clean, wrong),
             "student variance (views)": auroc(var_views, wrong),
             "cross-view disagreement": auroc(dis, wrong),
             "-feature norm": auroc(-norm, wrong),

@@ -71,3 +71,28 @@ def test_anatomy_separates_class_effects_from_within_class_ranking(bench) -> Non
     # one variance for all of class 1: the class effect stays, the within-class ranking goes
     side.loc[10:, "mean_variance"] = 0.5
     assert bench.anatomy(side, n_bins=4)["within_class_auroc_mean"] == pytest.approx(0.5)
+
+
+def test_scores_read_the_posterior_of_the_clean_image(bench, smoke_params, tmp_path: Path) -> None:
+    """A sidecar whose errors are exactly the images with the highest mean log-variance gets
+    an entropy AUROC of 1; every score is an AUROC in [0, 1]."""
+    import pandas as pd
+
+    from vssl.config import load_params
+    from vssl.data import load_tensors
+
+    params = load_params(ROOT / "params.yaml", profile="smoke", overrides=TINY)
+    ckpt = make_checkpoint(tmp_path / "vssl.pt", params, "vssl")
+    trained = bench.load_trained(ckpt)
+    x, y = load_tensors(trained.dataset, "test", trained.params)
+    with torch.no_grad():
+        entropy = trained.model.gaussian(trained.tf(x))[1].mean(1).numpy()
+    wrong = entropy > np.median(entropy)
+    side = tmp_path / "side.csv"
+    pd.DataFrame(
+        {"label": y.numpy(), "correct": (~wrong).astype(int), "mean_variance": 1.0}
+    ).to_csv(side, index=False)
+    res = bench.scores(trained, side, draws=1, seed=0)
+    assert res["auroc"]["student entropy (clean)"] == pytest.approx(1.0)
+    assert res["probe_error_rate"] == pytest.approx(wrong.mean())
+    assert all(0 <= v <= 1 for v in res["auroc"].values())

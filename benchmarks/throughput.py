@@ -46,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -127,7 +128,8 @@ def lightly_loader(
     )
 
 
-def forever(loader: torch.utils.data.DataLoader):
+def forever(loader: torch.utils.data.DataLoader) -> Iterator:
+    """The loader's batches, epoch after epoch."""
     while True:
         yield from loader
 

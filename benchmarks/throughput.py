@@ -280,36 +280,32 @@ class Runner:
             )
             self.shipped = forever(loader)
 
+    def host_views(
+        self, v1: torch.Tensor, v2: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Views made on the host (a DataLoader's batch) in the runner's layout, on its device."""
+        if self.args.channels_last:
+            v1 = v1.contiguous(memory_format=torch.channels_last)
+            v2 = v2.contiguous(memory_format=torch.channels_last)
+        return tuple(t.to(self.device, non_blocking=True) for t in (v1, v2, y))
+
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        b, fmt = self.batch_size, torch.channels_last if self.args.channels_last else None
+        b = self.batch_size
         if self.aug == "none":
             return self.fixed
         if self.shipped is not None:
-            v1, v2, y = next(self.shipped)
-            if fmt is not None:
-                v1, v2 = v1.contiguous(memory_format=fmt), v2.contiguous(memory_format=fmt)
-            return (
-                v1.to(self.device, non_blocking=True),
-                v2.to(self.device, non_blocking=True),
-                y.to(self.device, non_blocking=True),
-            )
+            return self.host_views(*next(self.shipped))
         if self.aug == "cpu":
             idx = torch.randint(0, len(self.images), (b,))
             views = [self.cpu_aug(self.images[i]) for i in idx.tolist()]
             v1, v2 = (torch.stack([v[k] for v in views]) for k in (0, 1))
-            if fmt is not None:
-                v1, v2 = v1.contiguous(memory_format=fmt), v2.contiguous(memory_format=fmt)
-            y = self.labels[idx]
-            return (
-                v1.to(self.device, non_blocking=True),
-                v2.to(self.device, non_blocking=True),
-                y.to(self.device, non_blocking=True),
-            )
+            return self.host_views(v1, v2, self.labels[idx])
         idx = torch.randint(0, len(self.dev_images), (b,), device=self.device)
         if self.aug == "kornia":
             v1, v2 = self.kornia_aug(self.dev_images[idx])
-            if fmt is not None:
-                v1, v2 = v1.contiguous(memory_format=fmt), v2.contiguous(memory_format=fmt)
+            if self.args.channels_last:
+                v1 = v1.contiguous(memory_format=torch.channels_last)
+                v2 = v2.contiguous(memory_format=torch.channels_last)
             return v1, v2, self.dev_labels[idx]
         return (*self.engine_aug(self.dev_images[idx]), self.dev_labels[idx])
 

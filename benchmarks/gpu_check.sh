@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of the engine, in one go (at most ~6 minutes on an H100/H200):
+# The GPU check of the engine, in one go (255 s on an H100 on 2026-11-27; each step has a time cap):
 #   1. benchmarks/throughput.py: VSSL, our BYOL and lightly's BYOL at width 64, batch 256 and 512,
 #      bf16, channels-last, model work only ("none") and with the engine's batched augmentation
 #      ("batched"); images/s, the augmentation's share, GPU busy % (nvidia-smi) and the ratios;
@@ -7,12 +7,18 @@
 #      engine's batched augmentation, lightly's with its BYOLTransform in a DataLoader), batch 256;
 #   2. `vssl pretrain` (the engine: compile and channels-last on CUDA by default) for 30 epochs
 #      on cifar10-mini with the paper profile, BYOL then VSSL; prints steady-state images/s
-#      (metrics.json's images_per_second_steady: every epoch but the first).
+#      (metrics.json's images_per_second_steady: every epoch but the first),
+#      and the GPU busy % (nvidia-smi every 200 ms) over the epochs after the first;
+#      metrics-*.json and history-*.csv (per-epoch loss, KL, spread) are copied out.
 #
 # Usage, from the repository root:
 #   bash ../shared/device/prepare.sh   # once, on a machine with network: fills .whl/ and .devdata/
 #   bash benchmarks/gpu_check.sh       # on the GPU machine (carry .whl and .devdata there)
 #   bash benchmarks/gpu_check.sh --dry-run   # the same steps at toy sizes on the CPU (~1-2 min)
+#   --with-profile: then 3. benchmarks/profile_step.py on BYOL and VSSL (where a step's time
+#   goes: phases, device busy from the trace, top operators; ~1-2 more minutes on a GPU)
+#   --with-tests: then 4. the CUDA-only tests (steps free of host syncs under
+#   torch.cuda.set_sync_debug_mode("error"); the GPU augmentation against the CPU path; ~2 min)
 #
 # What the GPU machine lacks comes from the repository's folders (made by prepare.sh):
 #   .whl/*.whl   wheels (kornia, pydantic, lightly, ...), installed into a temporary folder
@@ -20,15 +26,22 @@
 #   .devdata/    cifar10-mini; else ../shared/data or shared/data beside/inside the checkout,
 #                else $VSSL_DATA_ROOT.
 # Results go to $GPU_CHECK_OUT (default: $OUT when set, the device tool's folder, else
-# /tmp/vssl-gpu-check): throughput-*.json/.md and the runs' metrics-*.json and logs.
+# /tmp/vssl-gpu-check): throughput-*.json/.md, the runs' metrics-*.json, history-*.csv, logs and
+# nvidia-smi samples. The device tool returns at most 8 files: point GPU_CHECK_OUT elsewhere and
+# tar the folder into $OUT.
 set -euo pipefail
 
 dry=0
+with_profile=0
+with_tests=0
 for a in "$@"; do
   case "$a" in
     --dry-run) dry=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument $a (use --dry-run)" >&2; exit 2 ;;
+    --with-profile) with_profile=1 ;;
+    --with-tests) with_tests=1 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $a (use --dry-run, --with-profile, --with-tests)" >&2
+       exit 2 ;;
   esac
 done
 
@@ -85,7 +98,7 @@ if [ "$dry" = 1 ]; then
   run_sets=(--set backbone.width=4 --set data.train_subset=128 --set data.test_subset=64
             --set pretrain.batch_size=32 --set pretrain.knn_every=2)
   shipped=(--device cpu --widths 4 --batch-sizes 16 --steps 1 --repeats 1 --warmup 1 --n-images 64)
-  budget_tp=300; budget_shipped=300; budget_run=300
+  budget_tp=300; budget_shipped=300; budget_run=300; budget_profile=300; budget_tests=300
 else
   device=cuda
   "$py" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
@@ -97,7 +110,9 @@ else
   run_sets=()
   shipped=(--device cuda --widths 64 --batch-sizes 256 --steps 10 --repeats 2 --warmup 2
            --n-images 4096 --bf16 --channels-last)
-  budget_tp=140; budget_shipped=50; budget_run=100
+  budget_tp=140; budget_shipped=50; budget_run=150  # a run's first epoch compiles (cold cache)
+  budget_profile=120  # compiles again (the run's graphs are in inductor's cache by then)
+  budget_tests=180  # 116 s on an H100
 fi
 "$py" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
 
@@ -129,19 +144,32 @@ for method in byol vssl; do
   say "vssl pretrain --profile $profile --dataset cifar10_mini --method $method --epochs $epochs"
   run_dir=${TMPDIR:-/tmp}/vssl-gpu-check-runs/$method
   rm -rf "$run_dir"
+  # GPU busy % of the steady epochs: nvidia-smi sampled every 200 ms (benchmarks/gpu_busy.py)
+  smi_pid=
+  if [ "$device" = cuda ] && command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu --format=csv,noheader,nounits -lms 200 \
+      >"$out/busy-$method.csv" 2>/dev/null &
+    smi_pid=$!
+  fi
   set +e
   timeout "$budget_run" "$py" -m vssl pretrain --params params.yaml --profile "$profile" \
     --dataset cifar10_mini --method "$method" --seed 0 --epochs "$epochs" --out "$run_dir" \
     "${tracking[@]}" "${run_sets[@]}" --set pretrain.log_every=100 \
     >"$out/pretrain-$method.log" 2>&1
   rc=$?
+  [ -n "$smi_pid" ] && kill "$smi_pid" 2>/dev/null
   set -e
+  if [ -s "$out/busy-$method.csv" ]; then
+    "$py" benchmarks/gpu_busy.py "$out/busy-$method.csv" "$out/pretrain-$method.log" \
+      --label "engine $method" || true
+  fi
   tail -n 4 "$out/pretrain-$method.log"
   if [ "$rc" != 0 ] || [ ! -f "$run_dir/metrics.json" ]; then
     echo "vssl pretrain ($method) stopped with exit $rc: see $out/pretrain-$method.log"
     continue
   fi
   cp "$run_dir/metrics.json" "$out/metrics-$method.json"
+  [ -f "$run_dir/history.csv" ] && cp "$run_dir/history.csv" "$out/history-$method.csv"
   "$py" - "$run_dir/metrics.json" "$method" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
@@ -153,6 +181,27 @@ print(f"engine {sys.argv[2]}: steady-state {f('images_per_second_steady')} img/s
       f"kNN top-1 {f('knn_top1', '{:.1f}')}%, wall {f('wall_time_s')} s")
 PY
 done
+
+# -- 3. (--with-profile) the engine's step under torch.profiler -------------------------------
+if [ "$with_profile" = 1 ]; then
+  for method in byol vssl; do
+    say "benchmarks/profile_step.py --profile $profile --method $method"
+    timeout "$budget_profile" "$py" benchmarks/profile_step.py --profile "$profile" \
+      --dataset cifar10_mini --method "$method" --warmup-epochs 1 --epochs 1 \
+      --out "$out/profile-$method.json" "${run_sets[@]}" 2>&1 | grep -v '^USDT' | head -n 40 \
+      || echo "profile_step.py ($method) stopped (exit ${PIPESTATUS[0]})"
+  done
+fi
+
+# -- 4. (--with-tests) the CUDA-only tests (skipped on a machine without CUDA) -----------------
+if [ "$with_tests" = 1 ]; then
+  say "the CUDA-only tests"
+  export VSSL_TEST_DATA=$VSSL_DATA_ROOT  # cifar10-mini is all they read
+  timeout "$budget_tests" "$py" -m pytest -q -rs -p no:cacheprovider \
+    tests/test_step_sync.py::test_cuda_steps_do_not_synchronise \
+    tests/test_augment.py::test_gpu_path_on_cuda_matches_cpu_path 2>&1 \
+    | tee "$out/pytest-cuda.log" | tail -n 8 || echo "the CUDA tests failed or stopped: see $out/pytest-cuda.log"
+fi
 
 say "summary"
 [ -f "$out/throughput-$device.md" ] && cat "$out/throughput-$device.md"

@@ -19,6 +19,16 @@ def data_root() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture()
+def cifar_mini_root(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The data root when it holds cifar10-mini (Fashion-MNIST not needed), as VSSL_DATA_ROOT:
+    what a bare GPU machine gets carried (``VSSL_TEST_DATA=.devdata``)."""
+    if not (SHARED_DATA / "cifar10-mini" / "train.npz").is_file():
+        pytest.skip(f"cifar10-mini not found under {SHARED_DATA}")
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(SHARED_DATA))
+    return SHARED_DATA
+
+
 @pytest.fixture(scope="session")
 def pristine_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow SQLite store with its schema created once (creating it takes ~7 s)."""

@@ -52,8 +52,9 @@ def test_compiled_run_on_cpu(smoke_params, mlflow_uri, tmp_path, monkeypatch):
     compiled = []
     real = assembly.compile_train_module
 
-    def spy(module):
-        compiled.append(real(module))
+    def spy(module, mode="default"):
+        assert mode == "default"  # params.yaml's compile_mode
+        compiled.append(real(module, mode))
         return compiled[-1]
 
     monkeypatch.setattr(assembly, "compile_train_module", spy)
@@ -88,3 +89,20 @@ def test_compiled_augmentation_matches_eager():
         b1, b2 = compiled(x)
         torch.testing.assert_close(b1, a1, atol=1e-4, rtol=0)
         torch.testing.assert_close(b2, a2, atol=1e-4, rtol=0)
+
+
+def test_compile_mode_reaches_torch_compile(monkeypatch):
+    """``pretrain.compile_mode``: "default" is torch.compile's default (mode None); the others
+    pass through (reduce-overhead: CUDA graphs); anything else is a config error."""
+    from vssl.config import ConfigError, load_params
+    from vssl.train import assembly
+
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **k: seen.append(k))
+    assert assembly.compile_train_module(torch.nn.Linear(2, 2)) is True
+    assert assembly.compile_train_module(torch.nn.Linear(2, 2), "reduce-overhead") is True
+    assert seen == [{"mode": None}, {"mode": "reduce-overhead"}]
+    ok = load_params(PARAMS, overrides=["pretrain.compile_mode=reduce-overhead"])
+    assert ok.pretrain.compile_mode == "reduce-overhead"
+    with pytest.raises(ConfigError, match="compile_mode"):
+        load_params(PARAMS, overrides=["pretrain.compile_mode=fastest"])

@@ -23,12 +23,15 @@ def test_arguments():
 @pytest.mark.slow
 def test_dry_run_on_cpu(data_root, tmp_path):
     """Every step at toy sizes on the CPU (about a minute): the throughput table of the three
-    BYOL/VSSL implementations and two short engine runs with their steady-state images/s."""
+    BYOL/VSSL implementations, two short engine runs with their steady-state images/s and
+    their history, (--with-profile) the profiled step of each and (--with-tests) the CUDA-only
+    tests, skipped here."""
     env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path / "out"), VSSL_DATA_ROOT=str(data_root))
     env["TMPDIR"] = str(tmp_path)
     env.pop("OUT", None)
     run = subprocess.run(
-        ["bash", str(SCRIPT), "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True,
+        ["bash", str(SCRIPT), "--dry-run", "--with-profile", "--with-tests"], cwd=ROOT, env=env,
+        capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -44,5 +47,12 @@ def test_dry_run_on_cpu(data_root, tmp_path):
     for method in ("byol", "vssl"):
         m = json.loads((out / f"metrics-{method}.json").read_text())
         assert m["images_per_second_steady"] > 0 and m["device"] == "cpu"
+        history = (out / f"history-{method}.csv").read_text().splitlines()
+        assert len(history) == 1 + m["epochs"] and "loss" in history[0]
         assert f"engine {method}: steady-state" in run.stdout
     assert "| ratio |" in run.stdout
+    for method in ("byol", "vssl"):  # --with-profile: the engine's step under the profiler
+        prof = json.loads((out / f"profile-{method}.json").read_text())
+        assert prof["method"] == method and prof["phases_per_step_ms"]["backward"]["host_ms"] > 0
+    # --with-tests: the CUDA-only tests were collected and, without CUDA, skipped
+    assert "4 skipped" in (out / "pytest-cuda.log").read_text()

@@ -132,6 +132,10 @@ class PretrainCfg(_Strict):
     channels_last: Literal["auto", True, False] = "auto"
     # auto: torch.compile the training module on CUDA, eager on CPU (falls back to eager).
     compile: Literal["auto", True, False] = "auto"
+    # torch.compile's mode where it compiles; reduce-overhead replays CUDA graphs (fewer launches)
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = "default"
     checkpoint_every: Int = Field(10, ge=1)
     knn_every: Int = Field(10, ge=0)
     eval_every: Int = Field(1, ge=1)  # epochs between online-probe test passes (and the last)

@@ -179,16 +179,17 @@ def use_compile(setting: str | bool, device_type: str) -> bool:
     return bool(setting)
 
 
-def compile_train_module(module: nn.Module) -> bool:
+def compile_train_module(module: nn.Module, mode: str = "default") -> bool:
     """``torch.compile`` the training module in place (``nn.Module.compile``: its state dict,
-    submodules and checkpoints are unchanged). Graceful: if compiling is unavailable, or a
-    graph fails to compile at its first call, that code runs eagerly with a warning (dynamo's
-    ``suppress_errors``). Returns whether the module was compiled."""
+    submodules and checkpoints are unchanged), in ``mode`` (``pretrain.compile_mode``).
+    Graceful: if compiling is unavailable, or a graph fails to compile at its first call, that
+    code runs eagerly with a warning (dynamo's ``suppress_errors``). Returns whether the module
+    was compiled."""
     try:
         import torch._dynamo
 
         torch._dynamo.config.suppress_errors = True
-        module.compile()
+        module.compile(mode=None if mode == "default" else mode)
     except Exception as e:  # an unsupported platform or Python: run eagerly
         log.warning("torch.compile is unavailable (%s: %s); training eagerly", type(e).__name__, e)
         return False

@@ -223,7 +223,7 @@ class _Runner:
             module = module.to(memory_format=torch.channels_last)
         self.compiled = False
         if self.trainable and use_compile(pc.compile, self.device.type):
-            self.compiled = compile_train_module(module)
+            self.compiled = compile_train_module(module, pc.compile_mode)
         self.total_steps = plan.steps_per_epoch * plan.total_epochs
         self.optimizer = self.scheduler = self.probe_opt = None
         if self.trainable:

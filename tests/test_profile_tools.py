@@ -1,0 +1,80 @@
+"""benchmarks/profile_step.py (the engine's step under torch.profiler) and benchmarks/gpu_busy.py
+(nvidia-smi samples of an engine run's steady epochs)."""
+
+from __future__ import annotations
+
+import json
+from datetime import time
+from pathlib import Path
+
+import pytest
+from benchmark_scripts import load_benchmark
+
+busy = load_benchmark("gpu_busy.py", "gpu_busy_bench")
+
+LOG = """\
+02:28:16 INFO vssl.train: something else
+02:28:17 INFO vssl.train: epoch 1/3 loss 11.62 images_per_second 70.18 epoch_time_s 54.72
+02:28:18 INFO vssl.train: epoch 2/3 loss 5.918 images_per_second 7239 epoch_time_s 0.5305
+02:28:20 INFO vssl.train: epoch 3/3 loss 4.756 images_per_second 6978 epoch_time_s 0.5503
+vssl pretrain: cifar10_mini/vssl/seed0: ...
+"""
+
+
+def _samples(rows: list[tuple[str, int]]) -> str:
+    return "\n".join(f"2026/11/27 {t}, {v}" for t, v in rows) + "\n[N/A]\n"
+
+
+def test_busy_counts_only_the_epochs_after_the_first(tmp_path: Path):
+    """Compilation (before epoch 1's line) idles the GPU: those samples must not count; the
+    window ends a second after the last epoch's line (the log has one-second stamps)."""
+    log = tmp_path / "run.log"
+    log.write_text(LOG)
+    rows = [(f"02:28:{s:02d}.{ms:03d}", 0) for s in range(0, 17) for ms in (0, 500)]
+    rows += [("02:28:17.200", 90), ("02:28:18.700", 96), ("02:28:20.900", 92), ("02:28:21.100", 3)]
+    samples = tmp_path / "busy.csv"
+    samples.write_text(_samples(rows))
+    window = busy.steady_window(log)
+    assert window == (time(2, 28, 17), time(2, 28, 21))
+    assert sorted(busy.steady_busy(busy.read_samples(samples), window)) == [90, 92, 96]
+    assert busy.main([str(samples), str(log), "--label", "engine vssl"]) == 0
+
+
+def test_busy_refuses_a_run_without_steady_epochs(tmp_path: Path, capsys):
+    log = tmp_path / "run.log"
+    log.write_text(LOG.splitlines()[1] + "\n")  # epoch 1 only: stopped while compiling
+    samples = tmp_path / "busy.csv"
+    samples.write_text(_samples([("02:28:17.200", 90)]))
+    assert busy.main([str(samples), str(log)]) == 1
+    assert "fewer than 2 epochs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_profile_step_labels_the_engines_phases(cifar_mini_root, tmp_path: Path, capsys):
+    """The engine's own epoch under the profiler (CPU, tiny): every phase of the step is found
+    and the labelled phases account for most of the wall time."""
+    prof = load_benchmark("profile_step.py", "profile_step_bench")
+    out = tmp_path / "vssl.json"
+    sets = ["backbone.width=4", "data.train_subset=128", "pretrain.batch_size=32"]
+    argv = ["--profile", "smoke", "--method", "vssl", "--out", str(out)]
+    for s in sets:
+        argv += ["--set", s]
+    assert prof.main(argv) == 0
+    res = json.loads(out.read_text())
+    ph = res["phases_per_step_ms"]
+    assert set(ph) == {*prof.PHASES, "step"}
+    assert res["steps"] == 4 and res["compiled"] is False and res["device_busy"] is None
+    for name in ("augment", "forward", "backward", "clip", "optimiser", "ema", "spread"):
+        assert ph[name]["host_ms"] > 0, name
+    # "forward" and "other" are remainders: the labelled ranges neither overlap nor exceed
+    # what holds them, and they cover most of the loop
+    assert ph["step"]["host_ms"] > ph["backward"]["host_ms"] + ph["optimiser"]["host_ms"]
+    assert 0 <= ph["other"]["host_ms"] < 0.5 * res["wall_ms_per_step"]
+    assert "convolution" in out.with_suffix(".txt").read_text()
+    assert "| backward |" in capsys.readouterr().out
+
+
+def test_busy_union_counts_overlap_once():
+    prof = load_benchmark("profile_step.py", "profile_step_bench")
+    assert prof.busy_union([(0, 2), (1, 3), (5, 6), (5.5, 5.7)]) == pytest.approx(4.0)
+    assert prof.busy_union([]) == 0.0

@@ -3,7 +3,9 @@
 One *step* of ours is the engine's own: the batched augmentation module ``vssl pretrain``
 uses (:class:`vssl.augment.TensorTwoViewAugment`), then :func:`vssl.train.engine.train_step`
 (forward of both views through student, teacher and the online probe, the non-finite check
-queued on the device, backward, LARS + probe SGD steps), the scheduler step and the EMA update
+queued on the device, backward, the method's gradient clipping where params.yaml sets one
+(VSSL: norm 1.0; since 2026-11-27, after the H100 table), LARS + probe SGD steps), the
+scheduler step and the EMA update
 (``Method.momentum_update``), on Accelerate with the engine's mixed precision. lightly's BYOL
 uses lightly's BYOLProjectionHead, BYOLPredictionHead, NegativeCosineSimilarity and
 update_momentum around the same backbone, batch, input, augmentation and LARS (no online probe).
@@ -182,6 +184,16 @@ def make_model(method: str, width: int) -> tuple[nn.Module, int]:
     return build(name, cfg, backbone, dim), dim
 
 
+def engine_clip(method: str) -> float | None:
+    """The max gradient norm the engine clips ``method`` to (params.yaml: the method's
+    ``optimizer.grad_clip_norm``, else ``pretrain.grad_clip_norm``; VSSL: 1.0, BYOL: none)."""
+    from vssl.config import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    own = getattr(params.methods, method.removesuffix("-ours")).optimizer.grad_clip_norm
+    return own if own is not None else params.pretrain.grad_clip_norm
+
+
 class GpuUtilisation:
     """Samples ``nvidia-smi --query-gpu=utilization.gpu`` in a background thread while
     entered; ``samples`` holds the percentages (the busiest GPU of each sample). Inert where
@@ -257,6 +269,9 @@ class Runner:
             self.model, self.opt, self.probe_opt = accelerator.prepare(module, opt, probe_opt)
             self.net = model
             self.watch = NonFiniteWatch(device)
+            max_norm = engine_clip(method)  # as vssl.train.assembly.grad_clip gives the engine
+            params = [p for p in model.parameters() if p.requires_grad]
+            self.clip = None if max_norm is None else (params, max_norm)
         else:
             self.net = self.model = model.to(device, memory_format=fmt)
             self.opt = opt
@@ -323,6 +338,7 @@ class Runner:
                 x2,
                 y,
                 check=lambda loss, s=self.step_no: self.watch.observe(loss, s),
+                clip=self.clip,
             )
         else:
             amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16)

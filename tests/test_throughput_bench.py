@@ -44,8 +44,11 @@ def test_ours_is_timed_through_the_engines_step(data_root, monkeypatch):
     calls = []
     real = engine.train_step
 
+    clips = []
+
     def spy(*a, **k):
         calls.append(k.get("check") is not None)
+        clips.append(None if k.get("clip") is None else k["clip"][1])
         return real(*a, **k)
 
     monkeypatch.setattr(engine, "train_step", spy)
@@ -59,6 +62,7 @@ def test_ours_is_timed_through_the_engines_step(data_root, monkeypatch):
     res = throughput.run(args)
     assert calls and all(calls)  # (warm-up + timed) steps of vssl and byol-ours, checked
     assert len(calls) == 2 * 2
+    assert sorted(clips, key=str) == [1.0, 1.0, None, None]  # VSSL clips as in the engine
     runner_aug = {r["aug"] for r in res["rows"]}
     assert runner_aug == {"batched"}
     assert {r["ratio"] for r in res["ratios"]} == {

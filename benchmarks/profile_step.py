@@ -173,28 +173,22 @@ def summarise(prof: Any, steps: int, wall_s: float, device: str) -> dict[str, An
 
 
 def build_runner(args: argparse.Namespace, out_dir: Path) -> Any:
-    """The engine's runner for the job `vssl pretrain` would run with these arguments."""
-    from vssl.config import load_params
+    """The engine's runner for the job `vssl pretrain` would run with these arguments (its own
+    argument parser and :func:`vssl.commands.pretrain.make_job`)."""
+    from vssl.commands import pretrain as cmd
     from vssl.train.engine import _Runner
-    from vssl.train.plan import PretrainJob, plan_pretraining, process_state
+    from vssl.train.plan import plan_pretraining, process_state
 
-    overrides = [*args.overrides, "mlflow.enabled=false"]
-    params = load_params(args.params, profile=args.profile, overrides=overrides, entry=args.method)
-    params.check_dataset(args.dataset)
-    job = PretrainJob(
-        params=params,
-        dataset=args.dataset,
-        method=params.entry_method(args.method),
-        variant=args.method,
-        seed=args.seed,
-        out_dir=out_dir,
-        epochs=args.warmup_epochs + args.epochs,
-        resume=False,
-        overwrite=True,
-        stop_after=None,
-        show_progress=False,
-        restart_incompatible=False,
-    )
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    argv = ["--params", args.params, "--dataset", args.dataset, "--method", args.method]
+    argv += ["--seed", str(args.seed), "--out", str(out_dir), "--overwrite", "--no-mlflow"]
+    argv += ["--epochs", str(args.warmup_epochs + args.epochs), "--no-progress"]
+    if args.profile:
+        argv += ["--profile", args.profile]
+    for s in args.overrides:
+        argv += ["--set", s]
+    job = cmd.make_job(parser.parse_args(argv))
     return _Runner(plan_pretraining(job, process_state()))
 
 

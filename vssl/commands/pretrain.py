@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from vssl.cli import add_params_arguments
+
+if TYPE_CHECKING:
+    from vssl.train.plan import PretrainJob
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,20 +80,18 @@ def _setup_logging() -> None:
     logger.setLevel(level)
 
 
-def run(args: argparse.Namespace) -> int:
+def make_job(args: argparse.Namespace) -> PretrainJob:
+    """The job of parsed `vssl pretrain` arguments: params.yaml with the profile and the
+    overrides, validated (ConfigError on bad input)."""
     from pathlib import Path
 
     from vssl.config import load_params
-    from vssl.train.engine import pretrain
-    from vssl.train.guards import NonFiniteLossError
-    from vssl.train.plan import PretrainJob, process_state
-    from vssl.train.signals import Interrupted
+    from vssl.train.plan import PretrainJob
 
     overrides = [*args.overrides, *(["mlflow.enabled=false"] if args.no_mlflow else [])]
     params = load_params(args.params, profile=args.profile, overrides=overrides, entry=args.method)
     params.check_dataset(args.dataset)
-    _setup_logging()
-    job = PretrainJob(
+    return PretrainJob(
         params=params,
         dataset=args.dataset,
         method=params.entry_method(args.method),
@@ -103,6 +105,16 @@ def run(args: argparse.Namespace) -> int:
         show_progress=args.progress,
         restart_incompatible=args.restart_incompatible,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from vssl.train.engine import pretrain
+    from vssl.train.guards import NonFiniteLossError
+    from vssl.train.plan import process_state
+    from vssl.train.signals import Interrupted
+
+    job = make_job(args)
+    _setup_logging()
     try:
         metrics = pretrain(job)
     except NonFiniteLossError as e:

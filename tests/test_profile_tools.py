@@ -78,3 +78,15 @@ def test_busy_union_counts_overlap_once():
     prof = load_benchmark("profile_step.py", "profile_step_bench")
     assert prof.busy_union([(0, 2), (1, 3), (5, 6), (5.5, 5.7)]) == pytest.approx(4.0)
     assert prof.busy_union([]) == 0.0
+
+
+def test_compile_gain_times_each_variants_module(capsys):
+    """benchmarks/compile_gain.py, eager only (compiling takes a minute per variant on a CPU):
+    one row per variant with a positive time."""
+    gain = load_benchmark("compile_gain.py", "compile_gain_bench")
+    argv = ["--width", "4", "--batch-size", "8", "--steps", "1", "--modes", "eager"]
+    assert gain.main([*argv, "--variants", "byol", "vssl-nokl"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| byol") or
+            r.startswith("| vssl")]  # fmt: skip
+    assert [r.split(" | ")[0] for r in rows] == ["| byol", "| vssl-nokl"]
+    assert all(float(r.split(" | ")[1]) > 0 for r in rows)

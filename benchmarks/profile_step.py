@@ -78,9 +78,10 @@ def labelled_batches(epoch_fn: Callable) -> Callable:
     return epoch
 
 
-def label_phases(runner: Any) -> None:
-    """Wrap the runner's parts (instance attributes and the engine's module globals) in
-    profiler ranges; the engine's code itself is unchanged."""
+def label_phases(runner: Any) -> Callable[[], None]:
+    """Wrap the runner's parts (its instance attributes and two of the engine's module
+    functions) in profiler ranges; the engine's code itself is unchanged. Returns the undo for
+    the module functions (the runner is thrown away after profiling)."""
     from vssl.train import engine, monitor
 
     acc = runner.acc
@@ -92,14 +93,14 @@ def label_phases(runner: Any) -> None:
     runner.method.momentum_update = labelled(runner.method.momentum_update, "ema")
     runner.nonfinite.observe = labelled(runner.nonfinite.observe, "check")
     runner.batches.epoch = labelled_batches(runner.batches.epoch)
-    monitor.embedding_spread = labelled(monitor.embedding_spread, "spread")
-    real_step = engine.train_step
+    real_spread, real_step = monitor.embedding_spread, engine.train_step
+    monitor.embedding_spread = labelled(real_spread, "spread")
+    engine.train_step = labelled(real_step, "step")
 
-    def train_step(*a, **k):
-        with record_function("phase:step"):
-            return real_step(*a, **k)
+    def undo() -> None:
+        monitor.embedding_spread, engine.train_step = real_spread, real_step
 
-    engine.train_step = train_step
+    return undo
 
 
 def busy_union(intervals: list[tuple[float, float]]) -> float:
@@ -118,17 +119,12 @@ def summarise(prof: Any, steps: int, wall_s: float, device: str) -> dict[str, An
     events = prof.events()
     use_device = device == "cuda"
 
-    def dev_time(e) -> float:  # microseconds on the device (kernels launched inside e)
-        if hasattr(e, "device_time_total"):
-            return float(e.device_time_total)
-        return float(getattr(e, "cuda_time_total", 0.0))
-
     phases: dict[str, dict[str, float]] = {}
     for e in events:
         if e.name.startswith("phase:"):
             p = phases.setdefault(e.name[6:], {"host_ms": 0.0, "device_ms": 0.0, "calls": 0})
             p["host_ms"] += e.cpu_time_total / 1e3
-            p["device_ms"] += dev_time(e) / 1e3
+            p["device_ms"] += e.device_time_total / 1e3  # kernels launched inside e
             p["calls"] += 1
     zero = {"host_ms": 0.0, "device_ms": 0.0, "calls": 0}
     step = phases.get("step", zero)
@@ -155,10 +151,7 @@ def summarise(prof: Any, steps: int, wall_s: float, device: str) -> dict[str, An
         if p in phases
     }
     sort_dev = "self_device_time_total" if use_device else "self_cpu_time_total"
-    try:
-        top_dev = prof.key_averages().table(sort_by=sort_dev, row_limit=20)
-    except Exception:  # older torch: cuda_time_total
-        top_dev = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=20)
+    top_dev = prof.key_averages().table(sort_by=sort_dev, row_limit=20)
     top_host = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
     return {
         "steps": steps,
@@ -209,12 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--warmup-epochs and --epochs must be at least 1")
 
     tmp = Path(tempfile.mkdtemp(prefix="vssl-profile-"))
+    undo: Callable[[], None] = lambda: None  # noqa: E731
     try:
         runner = build_runner(args, tmp / "run")
         device = runner.device.type
         if not runner.trainable:
             ap.error(f"{args.method} does not train")
-        label_phases(runner)
+        undo = label_phases(runner)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         t0 = time.perf_counter()
         for e in range(args.warmup_epochs):
@@ -254,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(raw, "rb") as f, gzip.open(args.trace, "wb") as g:
                 shutil.copyfileobj(f, g)
     finally:
+        undo()
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(

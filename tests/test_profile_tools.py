@@ -53,7 +53,10 @@ def test_busy_refuses_a_run_without_steady_epochs(tmp_path: Path, capsys):
 def test_profile_step_labels_the_engines_phases(cifar_mini_root, tmp_path: Path, capsys):
     """The engine's own epoch under the profiler (CPU, tiny): every phase of the step is found
     and the labelled phases account for most of the wall time."""
+    from vssl.train import engine, monitor
+
     prof = load_benchmark("profile_step.py", "profile_step_bench")
+    real = (engine.train_step, monitor.embedding_spread)
     out = tmp_path / "vssl.json"
     sets = ["backbone.width=4", "data.train_subset=128", "pretrain.batch_size=32"]
     argv = ["--profile", "smoke", "--method", "vssl", "--out", str(out)]
@@ -72,6 +75,7 @@ def test_profile_step_labels_the_engines_phases(cifar_mini_root, tmp_path: Path,
     assert 0 <= ph["other"]["host_ms"] < 0.5 * res["wall_ms_per_step"]
     assert "convolution" in out.with_suffix(".txt").read_text()
     assert "| backward |" in capsys.readouterr().out
+    assert (engine.train_step, monitor.embedding_spread) == real  # the labels are undone
 
 
 def test_busy_union_counts_overlap_once():

@@ -256,6 +256,34 @@ def test_sigterm_to_the_process_group_with_dataloader_workers(smoke_params, mlfl
     assert torch.load(partial, weights_only=True)["epoch"] == 1
 
 
+def test_a_stop_shuts_the_dataloader_workers_down_before_returning(
+    smoke_params, mlflow_uri, tmp_path, monkeypatch
+):
+    """A run stopped by a signal joins its DataLoader workers before the CLI returns. Left to the
+    garbage collector (the stop's traceback holds the epoch's iterator), they outlive the run,
+    and PyTorch's SIGCHLD handler reports workers killed by the same SIGTERM as a crash, even in
+    an atexit callback (a CI failure of test_sigterm_to_the_process_group...)."""
+    import multiprocessing
+    import signal
+
+    from vssl.methods.vssl import VSSL
+
+    real, calls = VSSL.training_step, []
+
+    def step(self, x1, x2):
+        calls.append(1)
+        if len(calls) == 5:
+            signal.raise_signal(signal.SIGTERM)
+        return real(self, x1, x2)
+
+    monkeypatch.setattr(VSSL, "training_step", step)
+    sets = ["pretrain.gpu_augment=false", "data.num_workers=2", "pretrain.checkpoint_every=10"]
+    assert multiprocessing.active_children() == []
+    assert main(args(tmp_path / "run", epochs=3, sets=sets)) == 143
+    assert len(calls) == 5
+    assert multiprocessing.active_children() == []
+
+
 # --- settings that cannot change the weights -----------------------------------------------------
 
 NON_RESULT_CHANGES = [

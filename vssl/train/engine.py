@@ -149,14 +149,23 @@ class _StopAtSignal:
     def epoch(self, epoch: int) -> Any:
         micro = 0
         it = iter(self._batches.epoch(epoch))
-        while True:
-            self._check(epoch, micro)
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            micro += 1
-            yield batch
+        try:
+            while True:
+                self._check(epoch, micro)
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    return
+                micro += 1
+                yield batch
+        finally:
+            # Close the epoch's batches now, joining any DataLoader workers: the stop's
+            # traceback holds this frame, and workers left to the garbage collector outlive the
+            # run; PyTorch's SIGCHLD handler then reports those killed by the same SIGTERM as
+            # a crash, possibly at interpreter exit.
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
 
 def _cpu_copy(obj: Any) -> Any:
@@ -182,6 +191,7 @@ class _Runner:
     _snapshot: dict[str, Any] | None = None  # see _remember
     _snapshot_epoch: int | None = None
     _epoch_now = 0  # the epoch in progress (0-based)
+    _interrupted: Interrupted | None = None  # the stop already under way (see _stop_on_signal)
 
     def __init__(self, plan: Plan) -> None:
         from accelerate import Accelerator
@@ -352,6 +362,10 @@ class _Runner:
         wait for the other processes (False when they may not get here together)."""
         from vssl import tracking
 
+        if self._interrupted is not None:
+            # An error while stopping (a DataLoader worker found dead as the epoch's batches
+            # close) is part of the same stop: it is saved and tagged already.
+            raise self._interrupted
         step = self.record.global_step - epoch * self.plan.steps_per_epoch
         path, done, note = self.last_ckpt, self.last_ckpt_epoch, ""
         if self._snapshot_epoch is not None:
@@ -371,6 +385,7 @@ class _Runner:
         )
         if self.is_main:  # the CLI prints exc.message(), once
             tracking.set_tags({"interrupted": f"{exc.signal_name} at epoch {epoch + 1}"})
+        self._interrupted = exc
         raise exc
 
     def _finish(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:

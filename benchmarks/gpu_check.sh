@@ -178,7 +178,8 @@ def f(k, fmt="{:.0f}"):
 print(f"engine {sys.argv[2]}: steady-state {f('images_per_second_steady')} img/s "
       f"(all epochs {f('images_per_second')}), {m['epochs']} epochs on {m['device']}, "
       f"mixed precision {m['mixed_precision']}, probe top-1 {f('online_probe_top1', '{:.1f}')}%, "
-      f"kNN top-1 {f('knn_top1', '{:.1f}')}%, wall {f('wall_time_s')} s")
+      f"kNN top-1 {f('knn_top1', '{:.1f}')}%, wall {f('wall_time_s')} s, "
+      f"work between epochs {f('between_epoch_share', '{:.1%}')} of the training loops")
 PY
 done
 

@@ -183,6 +183,13 @@ def test_pretrain_outputs_and_mlflow(smoke_params, mlflow_uri, tmp_path):
     assert m["loss"] == pytest.approx(float(hist[-1]["loss"]))
     assert m["likelihood"] is not None and m["kl"] is not None
     assert m["images_per_second"] > 0 and m["wall_time_s"] > 0
+    # The work between epochs: both epochs ran the monitors and saved a checkpoint.
+    monitors = [float(r["monitor_time_s"]) for r in hist]
+    assert all(t > 0 for t in monitors) and m["monitor_time_s"] == pytest.approx(sum(monitors))
+    assert m["checkpoint_time_s"] > 0
+    assert m["between_epoch_share"] == pytest.approx(
+        (m["monitor_time_s"] + m["checkpoint_time_s"]) / m["train_time_s"]
+    )
 
     ck = load_checkpoint(out / "checkpoint.pt", expect={"method": "vssl"})
     assert ck["epoch"] == 2 and ck["complete"] and ck["mlflow_run_id"] == m["mlflow_run_id"]
@@ -200,6 +207,9 @@ def test_pretrain_outputs_and_mlflow(smoke_params, mlflow_uri, tmp_path):
     for key in ("loss", "likelihood", "kl", "lr", "tau", "sigma2_student", "sigma2_teacher",
                 "online_probe_top1", "knn_top1", "images_per_second"):  # fmt: skip
         assert [x.step for x in c.get_metric_history(run.info.run_id, key)] == [1, 2], key
+    assert run.data.metrics["final_between_epoch_share"] == pytest.approx(
+        m["between_epoch_share"]
+    )
     arts = {a.path for a in c.list_artifacts(run.info.run_id)}
     assert {"history.csv", "metrics.json", "config"} <= arts
     assert [a.path for a in c.list_artifacts(run.info.run_id, "config")] == ["config/params.yaml"]

@@ -94,3 +94,28 @@ def test_compile_gain_times_each_variants_module(capsys):
             r.startswith("| vssl")]  # fmt: skip
     assert [r.split(" | ")[0] for r in rows] == ["| byol", "| vssl-nokl"]
     assert all(float(r.split(" | ")[1]) > 0 for r in rows)
+
+
+def test_epoch_costs_times_each_event_and_projects_a_cadence(cifar_mini_root, capsys):
+    """benchmarks/epoch_costs.py (tiny, CPU): every per-epoch event is timed, the projection at
+    the given cadence adds up, and the engine's methods are restored afterwards."""
+    import re
+
+    from vssl.train import engine
+
+    costs = load_benchmark("epoch_costs.py", "epoch_costs_bench")
+    names = ("_train_epoch", "_evaluate", "_checkpoint", "_remember")
+    real = [getattr(engine._Runner, n) for n in names]
+    argv = ["--profile", "smoke", "--method", "byol", "--epochs", "3"]
+    for s in ["backbone.width=4", "data.train_subset=128", "pretrain.batch_size=32"]:
+        argv += ["--set", s]
+    assert costs.main([*argv, "--cadence", "eval_every=1,knn_every=10,checkpoint_every=10"]) == 0
+    out = capsys.readouterr().out
+    rows = {r.split(" | ")[0][2:]: r for r in out.splitlines() if r.startswith("| ")}
+    for label in ("training loop", "online-probe test pass", "online probe + kNN monitor"):
+        assert float(rows[label].split(" | ")[1]) > 0, label
+    m = re.search(r"evaluation ([\d.]+)%, checkpoints ([\d.]+)% -> ([\d.]+)%", out)
+    assert m, out
+    ev, ck, total = map(float, m.groups())
+    assert ev > 0 and total == pytest.approx(ev + ck, abs=0.11)
+    assert [getattr(engine._Runner, n) for n in names] == real

@@ -34,7 +34,14 @@ from vssl.report.table import ONLINE_KEY, ReportError  # noqa: E402
 from vssl.workflow import FIGURES, Run  # noqa: E402
 
 # history.csv columns left out of the curves: row indices and throughput, not learning.
-HISTORY_SKIP = ("epoch", "step", "global_step", "images_per_second", "epoch_time_s")
+HISTORY_SKIP = (
+    "epoch",
+    "step",
+    "global_step",
+    "images_per_second",
+    "epoch_time_s",
+    "monitor_time_s",
+)
 DECILES = 10
 
 

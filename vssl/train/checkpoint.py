@@ -13,7 +13,7 @@ Keys (``FORMAT_VERSION`` 1; the dict is assembled by
     num_classes, mean, std, preset), model (Method state dict: student, teacher, heads),
     optimizer, scheduler, online_probe ({"model", "optimizer"}; None for untrained methods),
     rng (python, numpy, torch, cuda, sampler), global_step, images_seen, train_time_s,
-    wall_time_s, history (rows of history.csv), terms (the method's loss terms), diagnostics
+    wall_time_s, monitor_time_s, checkpoint_time_s, history (rows of history.csv), terms (the method's loss terms), diagnostics
     (its log-only values), final_metrics (metrics.json's content once complete), mlflow_run_id,
     git_commit, versions, world_size
 

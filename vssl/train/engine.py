@@ -629,11 +629,14 @@ class _Runner:
             try:
                 for epoch in range(self.start_epoch, min(stop, p.total_epochs)):
                     row = {"epoch": epoch + 1, **self._train_epoch(epoch, progress)}
+                    t = time.perf_counter()
                     row.update(
                         self._evaluate(
                             knn=self._knn_due(epoch + 1), probe=self._eval_due(epoch + 1)
                         )
                     )
+                    row["monitor_time_s"] = time.perf_counter() - t
+                    self.record.monitor_time_s += row["monitor_time_s"]
                     self.record.history.append(row)
                     if self.is_main:
                         records.log_epoch(row, p.total_epochs)
@@ -644,10 +647,12 @@ class _Runner:
                     done = epoch + 1
                     if done == p.total_epochs:
                         break
+                    t = time.perf_counter()
                     if done % pc.checkpoint_every == 0 or done == stop:
                         self._checkpoint(done)
                     else:
                         self._remember(done)
+                    self.record.checkpoint_time_s += time.perf_counter() - t
             except Exception as e:
                 received = self.stop.received if self.stop is not None else None
                 if received is None or isinstance(e, NonFiniteLossError):

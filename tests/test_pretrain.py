@@ -207,9 +207,7 @@ def test_pretrain_outputs_and_mlflow(smoke_params, mlflow_uri, tmp_path):
     for key in ("loss", "likelihood", "kl", "lr", "tau", "sigma2_student", "sigma2_teacher",
                 "online_probe_top1", "knn_top1", "images_per_second"):  # fmt: skip
         assert [x.step for x in c.get_metric_history(run.info.run_id, key)] == [1, 2], key
-    assert run.data.metrics["final_between_epoch_share"] == pytest.approx(
-        m["between_epoch_share"]
-    )
+    assert run.data.metrics["final_between_epoch_share"] == pytest.approx(m["between_epoch_share"])
     arts = {a.path for a in c.list_artifacts(run.info.run_id)}
     assert {"history.csv", "metrics.json", "config"} <= arts
     assert [a.path for a in c.list_artifacts(run.info.run_id, "config")] == ["config/params.yaml"]

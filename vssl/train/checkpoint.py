@@ -13,9 +13,9 @@ Keys (``FORMAT_VERSION`` 1; the dict is assembled by
     num_classes, mean, std, preset), model (Method state dict: student, teacher, heads),
     optimizer, scheduler, online_probe ({"model", "optimizer"}; None for untrained methods),
     rng (python, numpy, torch, cuda, sampler), global_step, images_seen, train_time_s,
-    wall_time_s, monitor_time_s, checkpoint_time_s, history (rows of history.csv), terms (the method's loss terms), diagnostics
-    (its log-only values), final_metrics (metrics.json's content once complete), mlflow_run_id,
-    git_commit, versions, world_size
+    wall_time_s, monitor_time_s, checkpoint_time_s, history (rows of history.csv), terms (the
+    method's loss terms), diagnostics (its log-only values), final_metrics (metrics.json's
+    content once complete), mlflow_run_id, git_commit, versions, world_size
 
 Everything in it is a tensor, number, string, list or dict, so it loads with
 ``torch.load(weights_only=True)`` (no arbitrary unpickling). The numpy RNG state is stored as a

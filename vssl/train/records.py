@@ -124,7 +124,7 @@ class RunRecord:
 
     ``wall_time_s`` is the wall time of the processes before this one (resumed runs);
     ``monitor_time_s`` and ``checkpoint_time_s`` the time spent between epochs on monitors and
-    on checkpoints (a checkpoint's own saving time counts from the next one on);
+    on checkpoints (a checkpoint file holds the time up to, not including, its own saving);
     ``terms`` are the loss terms (found at the first step), ``diagnostics`` the method's.
     """
 

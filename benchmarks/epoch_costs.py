@@ -8,11 +8,17 @@ prints the share of training time each event costs at the configured cadence
 
     python benchmarks/epoch_costs.py --profile ablations --method byol --epochs 3
     python benchmarks/epoch_costs.py --profile quick --cadence eval_every=5,knn_every=10
+    python benchmarks/epoch_costs.py --profile paper --tile 12   # at full CIFAR-10's size, on a GPU
+
+``--tile N`` repeats cifar10-mini's 5,085 images N times in a temporary copy (12: 51,020
+training and 10,000 held-out images, full CIFAR-10's counts and shape; the held-out ones repeat
+training images, which changes what the monitors score but not what they cost).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -46,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--set", action="append", default=[], help="params overrides")
     p.add_argument("--cadence", default="", help="e.g. eval_every=5,knn_every=10")
+    p.add_argument("--tile", type=int, default=0, metavar="N",
+                   help="cifar10_mini repeated N times (12: CIFAR-10's size; see above)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.tile and args.dataset != "cifar10_mini":
+        p.error("--tile needs --dataset cifar10_mini")
 
     times: dict[str, list[float]] = defaultdict(list)
 
@@ -77,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         patched["_remember"] = timed("_remember", runner._remember)
     originals = {k: getattr(runner, k) for k in patched}
     every = ["pretrain.eval_every=1", "pretrain.knn_every=2", "pretrain.checkpoint_every=2"]
+    root_before = os.environ.get("VSSL_DATA_ROOT")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.tile:
+            every += tile_cifar10_mini(args, Path(tmp) / "data")
         cmd = ["pretrain", "--params", args.params, "--profile", args.profile]
         cmd += ["--dataset", args.dataset, "--method", args.method, "--seed", "0"]
         cmd += ["--out", str(Path(tmp) / "run"), "--epochs", str(args.epochs), "--no-mlflow"]
@@ -90,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for k, v in originals.items():
                 setattr(runner, k, v)
+            if root_before is None:
+                os.environ.pop("VSSL_DATA_ROOT", None)
+            else:
+                os.environ["VSSL_DATA_ROOT"] = root_before
     if rc != 0:
         return rc
 
@@ -127,6 +144,29 @@ def main(argv: list[str] | None = None) -> int:
         f", checkpoints {100 * ckpt_share / train:.1f}% -> {100 * total:.1f}% of training time"
     )
     return 0
+
+
+def tile_cifar10_mini(args: argparse.Namespace, data_root: Path) -> list[str]:
+    """Write cifar10-mini's images repeated ``args.tile`` times under ``data_root`` and point
+    the run there (VSSL_DATA_ROOT); returns the overrides that declare the copy."""
+    import numpy as np
+
+    from vssl.config import load_params
+
+    params = load_params(args.params, profile=args.profile, overrides=args.set)
+    entry = params.datasets["cifar10_mini"]
+    with np.load(params.data_root_path() / entry.path) as f:
+        arrays = {k: f[k] for k in f.files}
+    for key in ("images", "labels"):
+        arrays[key] = np.concatenate([arrays[key]] * args.tile)
+    n = len(arrays["labels"])
+    rel = f"cifar10-mini-x{args.tile}/train.npz"
+    (data_root / rel).parent.mkdir(parents=True)
+    np.savez(data_root / rel, **arrays)
+    os.environ["VSSL_DATA_ROOT"] = str(data_root)
+    test = min(10_000, n // 6)
+    print(f"cifar10-mini x{args.tile}: {n - test} training and {test} held-out images")
+    return [f"datasets.cifar10_mini.path={rel}", f"datasets.cifar10_mini.test_size={test}"]
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@
 #   goes: phases, device busy from the trace, top operators; ~1-2 more minutes on a GPU)
 #   --with-tests: then 4. the CUDA-only tests (steps free of host syncs under
 #   torch.cuda.set_sync_debug_mode("error"); the GPU augmentation against the CPU path; ~2 min)
+#   --with-epoch-costs: then 5. benchmarks/epoch_costs.py at full CIFAR-10's size (cifar10-mini
+#   tiled 12 times, BYOL, 3 epochs): each per-epoch event timed, and its share of training time
+#   at the paper profile's cadence (~2 min)
 #
 # What the GPU machine lacks comes from the repository's folders (made by prepare.sh):
 #   .whl/*.whl   wheels (kornia, pydantic, lightly, ...), installed into a temporary folder
@@ -34,13 +37,16 @@ set -euo pipefail
 dry=0
 with_profile=0
 with_tests=0
+with_costs=0
 for a in "$@"; do
   case "$a" in
     --dry-run) dry=1 ;;
     --with-profile) with_profile=1 ;;
     --with-tests) with_tests=1 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument $a (use --dry-run, --with-profile, --with-tests)" >&2
+    --with-epoch-costs) with_costs=1 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $a (use --dry-run, --with-profile, --with-tests," \
+            "--with-epoch-costs)" >&2
        exit 2 ;;
   esac
 done
@@ -99,6 +105,7 @@ if [ "$dry" = 1 ]; then
             --set pretrain.batch_size=32 --set pretrain.knn_every=2)
   shipped=(--device cpu --widths 4 --batch-sizes 16 --steps 1 --repeats 1 --warmup 1 --n-images 64)
   budget_tp=300; budget_shipped=300; budget_run=300; budget_profile=300; budget_tests=300
+  tile=2; budget_costs=300
 else
   device=cuda
   "$py" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
@@ -113,6 +120,7 @@ else
   budget_tp=140; budget_shipped=50; budget_run=150  # a run's first epoch compiles (cold cache)
   budget_profile=150  # compiles again; a first try with a 100 s cap ran out (2026-11-27)
   budget_tests=180  # 116 s on an H100
+  tile=12; budget_costs=240  # compiles again, then 3 epochs of 51,020 images and their monitors
 fi
 "$py" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
 
@@ -202,6 +210,14 @@ if [ "$with_tests" = 1 ]; then
     tests/test_step_sync.py::test_cuda_steps_do_not_synchronise \
     tests/test_augment.py::test_gpu_path_on_cuda_matches_cpu_path 2>&1 \
     | tee "$out/pytest-cuda.log" | tail -n 8 || echo "the CUDA tests failed or stopped: see $out/pytest-cuda.log"
+fi
+
+# -- 5. (--with-epoch-costs) the work between epochs at full CIFAR-10's size ------------------
+if [ "$with_costs" = 1 ]; then
+  say "benchmarks/epoch_costs.py --profile $profile --tile $tile (full CIFAR-10's size)"
+  timeout "$budget_costs" "$py" benchmarks/epoch_costs.py --profile "$profile" --method byol \
+    --epochs 3 --tile "$tile" "${run_sets[@]}" --set pretrain.log_every=100 2>&1 \
+    | tee "$out/epoch-costs.log" | tail -n 12 || echo "epoch_costs.py stopped: see $out/epoch-costs.log"
 fi
 
 say "summary"

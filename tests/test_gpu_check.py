@@ -18,19 +18,22 @@ def test_arguments():
     assert bad.returncode == 2 and "--dry-run" in bad.stderr
     usage = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True)
     assert usage.returncode == 0 and "prepare.sh" in usage.stdout
+    assert "--with-epoch-costs" in usage.stdout and usage.stdout.rstrip().endswith("into $OUT.")
+    assert "set -euo" not in usage.stdout  # the header, not the code
 
 
 @pytest.mark.slow
 def test_dry_run_on_cpu(data_root, tmp_path):
     """Every step at toy sizes on the CPU (about a minute): the throughput table of the three
     BYOL/VSSL implementations, two short engine runs with their steady-state images/s and
-    their history, (--with-profile) the profiled step of each and (--with-tests) the CUDA-only
-    tests, skipped here."""
+    their history, (--with-profile) the profiled step of each, (--with-tests) the CUDA-only
+    tests, skipped here, and (--with-epoch-costs) the work between epochs on tiled data."""
     env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path / "out"), VSSL_DATA_ROOT=str(data_root))
     env["TMPDIR"] = str(tmp_path)
     env.pop("OUT", None)
     run = subprocess.run(
-        ["bash", str(SCRIPT), "--dry-run", "--with-profile", "--with-tests"], cwd=ROOT, env=env,
+        ["bash", str(SCRIPT), "--dry-run", "--with-profile", "--with-tests", "--with-epoch-costs"],
+        cwd=ROOT, env=env,
         capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
@@ -56,3 +59,5 @@ def test_dry_run_on_cpu(data_root, tmp_path):
         assert prof["method"] == method and prof["phases_per_step_ms"]["backward"]["host_ms"] > 0
     # --with-tests: the CUDA-only tests were collected and, without CUDA, skipped
     assert "4 skipped" in (out / "pytest-cuda.log").read_text()
+    costs = (out / "epoch-costs.log").read_text()  # --with-epoch-costs
+    assert "cifar10-mini x2:" in costs and "of training time" in costs

@@ -97,8 +97,10 @@ def test_compile_gain_times_each_variants_module(capsys):
 
 
 def test_epoch_costs_times_each_event_and_projects_a_cadence(cifar_mini_root, capsys):
-    """benchmarks/epoch_costs.py (tiny, CPU): every per-epoch event is timed, the projection at
-    the given cadence adds up, and the engine's methods are restored afterwards."""
+    """benchmarks/epoch_costs.py (tiny, CPU, on cifar10-mini tiled twice): every per-epoch
+    event is timed, the projection at the given cadence adds up, and the engine's methods and
+    the data root are restored afterwards."""
+    import os
     import re
 
     from vssl.train import engine
@@ -109,8 +111,11 @@ def test_epoch_costs_times_each_event_and_projects_a_cadence(cifar_mini_root, ca
     argv = ["--profile", "smoke", "--method", "byol", "--epochs", "3"]
     for s in ["backbone.width=4", "data.train_subset=128", "pretrain.batch_size=32"]:
         argv += ["--set", s]
-    assert costs.main([*argv, "--cadence", "eval_every=1,knn_every=10,checkpoint_every=10"]) == 0
+    argv += ["--tile", "2", "--cadence", "eval_every=1,knn_every=10,checkpoint_every=10"]
+    assert costs.main(argv) == 0
     out = capsys.readouterr().out
+    assert "cifar10-mini x2: 8475 training and 1695 held-out images" in out
+    assert os.environ["VSSL_DATA_ROOT"] == str(cifar_mini_root)
     rows = {r.split(" | ")[0][2:]: r for r in out.splitlines() if r.startswith("| ")}
     for label in ("training loop", "online-probe test pass", "online probe + kNN monitor"):
         assert float(rows[label].split(" | ")[1]) > 0, label

@@ -4,7 +4,9 @@ The engine's ``TrainModule`` (method + online probe; channels-last, as the engin
 random views, eager and compiled (``vssl.train.assembly.compile_train_module``, the engine's
 call): the median time of ``--steps`` forward + backward passes after 2 untimed ones (the first
 compiles). No optimiser, augmentation or monitors: whether compiling pays for a method's own
-graph, apart from the rest of the step.
+graph, apart from the rest of the step. Compiled, it also counts the kernels inductor generates
+for forward and backward (``torch._inductor.metrics``, with inductor's caches off so that every
+graph is generated): how much work the fused graph launches, per method.
 
     python benchmarks/compile_gain.py --width 16 --batch-size 64 --steps 6
 """
@@ -34,8 +36,14 @@ VARIANTS = {
 }
 
 
-def time_module(name: str, width: int, batch: int, steps: int, compiled: bool) -> float:
-    """Median milliseconds of one forward + backward of ``name``'s training module."""
+def time_module(
+    name: str, width: int, batch: int, steps: int, compiled: bool
+) -> tuple[float, int | None]:
+    """Median milliseconds of one forward + backward of ``name``'s training module, and the
+    kernels inductor generated for it (None: eager)."""
+    from torch._inductor import config as inductor_config
+    from torch._inductor import metrics
+
     method, extra = VARIANTS[name]
     torch.manual_seed(0)
     backbone, dim = build_backbone("resnet18", width=width, in_channels=3, image_size=32)
@@ -43,6 +51,9 @@ def time_module(name: str, width: int, batch: int, steps: int, compiled: bool) -
     module = module.to(memory_format=torch.channels_last)
     if compiled:
         torch._dynamo.reset()
+        metrics.reset()
+        inductor_config.fx_graph_cache = False  # a cache hit generates no kernels to count
+        inductor_config.autotune_local_cache = False
         compile_train_module(module)
     views = [
         torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
@@ -57,7 +68,7 @@ def time_module(name: str, width: int, batch: int, steps: int, compiled: bool) -
         module.zero_grad(set_to_none=True)
         if i >= 2:
             times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(times), metrics.generated_kernel_count if compiled else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,14 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)  # as the engine
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, width {args.width}, "
           f"batch {args.batch_size}, median of {args.steps}")  # fmt: skip
-    print("| variant | " + " | ".join(f"{m} ms" for m in args.modes) + " | compiled / eager |")
-    print("|---|" + "---:|" * (len(args.modes) + 1))
+    head = " | ".join(f"{m} ms" for m in args.modes)
+    print(f"| variant | {head} | compiled / eager | kernels generated |")
+    print("|---|" + "---:|" * (len(args.modes) + 2))
     for name in args.variants:
-        ms = {m: time_module(name, args.width, args.batch_size, args.steps, m == "compiled")
-              for m in args.modes}  # fmt: skip
+        res = {m: time_module(name, args.width, args.batch_size, args.steps, m == "compiled")
+               for m in args.modes}  # fmt: skip
+        ms = {m: r[0] for m, r in res.items()}
         ratio = f"{ms['compiled'] / ms['eager']:.3f}" if len(ms) == 2 else "-"
-        print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in ms.values()) + f" | {ratio} |",
-              flush=True)  # fmt: skip
+        kernels = res["compiled"][1] if "compiled" in res else "-"
+        print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in ms.values()) +
+              f" | {ratio} | {kernels} |", flush=True)  # fmt: skip
     return 0
 
 

@@ -185,13 +185,12 @@ def make_model(method: str, width: int) -> tuple[nn.Module, int]:
 
 
 def engine_clip(method: str) -> float | None:
-    """The max gradient norm the engine clips ``method`` to (params.yaml: the method's
-    ``optimizer.grad_clip_norm``, else ``pretrain.grad_clip_norm``; VSSL: 1.0, BYOL: none)."""
+    """The max gradient norm the engine clips ``method`` to (params.yaml, resolved as the
+    engine resolves it: ``Params.optimizer_cfg``; VSSL: 1.0, BYOL: none)."""
     from vssl.config import load_params
 
     params = load_params(ROOT / "params.yaml")
-    own = getattr(params.methods, method.removesuffix("-ours")).optimizer.grad_clip_norm
-    return own if own is not None else params.pretrain.grad_clip_norm
+    return params.optimizer_cfg(method.removesuffix("-ours")).get("grad_clip_norm")
 
 
 class GpuUtilisation:

@@ -30,6 +30,9 @@ information), a linear probe fitted on the clean train features (the pipeline's 
 probe's accuracy and the mean teacher and student variances. On the *mixed* set (each image at
 one level drawn at random, seeded) it reports the error AUROC of each variance and their rank
 correlation with ``s``: does the variance rise where the input carries less information?
+It also gives, as a reference that is not label-free, the error AUROC of that probe's own
+confidence (``1 - max softmax``) on the clean images beside the posterior variance's for the
+same errors: how rankable the errors of a representation this accurate are at all.
 
     python benchmarks/variance_auroc.py runs/ablations/cifar10_mini/vssl/seed0/checkpoint.pt \
         results/probes/ablations/cifar10_mini/vssl/seed0.uncertainty.csv
@@ -184,8 +187,22 @@ def information_loss(trained: Trained, levels: list[float], seed: int) -> dict:
         return torch.cat(feats), np.concatenate(var_t), np.concatenate(var_s)
 
     f_tr, _, _ = encode(tf(x_tr))
-    f_clean, _, _ = encode(tf(x_te))
+    f_clean, _, var_s_clean = encode(tf(x_te))
     probe = linear_probe(f_tr, y_tr.numpy(), f_clean, y_te.numpy(), spec.num_classes, seed=seed)
+    # A reference, not a label-free score: how well the probe's own confidence ranks its errors
+    # on the clean images (the ceiling a representation's errors allow at this accuracy).
+    with torch.no_grad():
+        prob = probe.model.logits(f_clean).softmax(1)
+    wrong_clean = (prob.argmax(1) != y_te).numpy()
+    clean = {
+        "probe_error_rate": float(wrong_clean.mean()),
+        "auroc": {
+            "student variance": auroc(var_s_clean, wrong_clean),
+            "1 - max softmax (probe's own; reference)": auroc(
+                1 - prob.max(1).values.numpy(), wrong_clean
+            ),
+        },
+    }
     n = len(y_te)
     per_level, correct, var_t, var_s = [], {}, {}, {}
     for s in levels:
@@ -208,6 +225,7 @@ def information_loss(trained: Trained, levels: list[float], seed: int) -> dict:
     vs = np.array([var_s[levels[k]][i] for i, k in zip(rows, pick, strict=True)])
     return {
         "clean_probe_top1": probe.top1,
+        "clean": clean,
         "levels": per_level,
         "mixed": {
             "probe_error_rate": float(1 - ok.mean()),
@@ -258,6 +276,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"labels of the lowest-variance decile: {parts['lowest_bin_label_counts']}")
     if "information_loss" in res:
         info = res["information_loss"]
+        print(
+            f"\nclean images, this probe's errors (rate {info['clean']['probe_error_rate']:.2f}):"
+        )
+        for name, value in info["clean"]["auroc"].items():
+            print(f"AUROC {name:<26} {value:.3f}")
         print(f"\ncentre crops (clean probe top-1 {info['clean_probe_top1']:.1f}):")
         print("area   probe top-1   teacher var   student var")
         for row in info["levels"]:

@@ -350,3 +350,27 @@ def test_cli_bad_output_paths_exit_2_before_reading(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("vssl table: error: ") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("variants", "rotation"),
+    [(["vssl", "byol"], 0.0), (["vssl_gaussian", "vssl_nosample", "vssl_stdprior"], 30.0)],
+)
+def test_accuracy_figure_slants_variant_names_that_would_overlap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variants: list[str], rotation: float
+) -> None:
+    from vssl.report import figures
+
+    saved = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or Path(path))
+    per_run = pd.DataFrame(
+        [
+            {"dataset": "d", "method": "vssl", "variant": v, "seed": s, "linear_top1": 40.0 + s}
+            for v in variants
+            for s in (0, 1)
+        ]
+    )
+    figures.accuracy_figure(per_run, tmp_path / "accuracy.png")
+    labels = saved[0].axes[0].get_xticklabels()
+    assert [t.get_text() for t in labels] == variants
+    assert {t.get_rotation() for t in labels} == {rotation}

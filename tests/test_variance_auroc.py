@@ -45,6 +45,10 @@ def test_information_loss_on_a_checkpoint(bench, smoke_params, tmp_path: Path) -
     for row in res["levels"]:
         assert 0 <= row["probe_top1"] <= 100
         assert row["teacher_variance"] > 0 and row["student_variance"] > 0
+    # the reference on the clean images scores the errors of that same probe
+    clean = res["clean"]
+    assert clean["probe_error_rate"] == pytest.approx(1 - res["clean_probe_top1"] / 100, abs=1e-6)
+    assert all(0 <= v <= 1 for v in clean["auroc"].values())
     mixed = res["mixed"]
     assert 0 < mixed["probe_error_rate"] < 1
     for value in [*mixed["auroc"].values(), mixed["spearman(teacher variance, area)"]]:

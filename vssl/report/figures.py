@@ -131,6 +131,11 @@ def accuracy_figure(per_run: pd.DataFrame, path: str | Path) -> Path:
         g.axes.flat[0].legend(loc="lower left", fontsize="small")
     g.set_axis_labels("", "top-1 accuracy (%)")
     g.set_titles("{col_name}")
+    if sum(len(str(v)) for v in bars["variant"].unique()) > 24:  # long names would overlap
+        for ax in g.axes.flat:
+            ax.tick_params(axis="x", labelrotation=30)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
     g.figure.suptitle("Probe accuracy (mean ± std over seeds; dashed: untrained floor)", y=1.03)
     return _save(g.figure, path)
 

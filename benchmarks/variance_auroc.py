@@ -190,7 +190,7 @@ def information_loss(trained: Trained, levels: list[float], seed: int) -> dict:
     f_clean, _, var_s_clean = encode(tf(x_te))
     probe = linear_probe(f_tr, y_tr.numpy(), f_clean, y_te.numpy(), spec.num_classes, seed=seed)
     # A reference, not a label-free score: how well the probe's own confidence ranks its errors
-    # on the clean images (the ceiling a representation's errors allow at this accuracy).
+    # on the clean images (what a score that knows the classes gets at this accuracy).
     with torch.no_grad():
         prob = probe.model.logits(f_clean).softmax(1)
     wrong_clean = (prob.argmax(1) != y_te).numpy()

@@ -109,12 +109,49 @@ def cpu_epoch(
         pin_memory=device.type == "cuda",
     )
     fmt = torch.channels_last if channels_last else torch.preserve_format
-    for (x1, x2), y in loader:
-        yield (
-            x1.to(device, non_blocking=True, memory_format=fmt),
-            x2.to(device, non_blocking=True, memory_format=fmt),
-            torch.as_tensor(y).to(device, non_blocking=True),
-        )
+    batches = iter(loader)
+    try:
+        for (x1, x2), y in batches:
+            yield (
+                x1.to(device, non_blocking=True, memory_format=fmt),
+                x2.to(device, non_blocking=True, memory_format=fmt),
+                torch.as_tensor(y).to(device, non_blocking=True),
+            )
+    finally:
+        shut_down_workers(batches)
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    pass
+
+
+def shut_down_workers(batches: Any) -> None:
+    """Join the workers of a DataLoader iterator now (a no-op when it has none or they are
+    joined already), with PyTorch's SIGCHLD handler set aside while they exit.
+
+    A stop by a process-group SIGTERM (``scancel``, Snakemake) kills the workers too. A worker
+    that dies while the iterator shuts down makes PyTorch's handler raise "DataLoader worker
+    killed by signal" inside that shutdown, which runs in ``__del__`` when the iterator is
+    dropped: an error nobody can catch, printed as a traceback. Workers dying while their
+    iterator is being closed is expected, so the handler waits until they are joined (their pids
+    are then unregistered, so nothing is left for it to report)."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # multi-process iterators only
+    if shutdown is None:
+        return
+    import signal
+    import threading
+
+    handler = None
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGCHLD"):
+        handler = signal.getsignal(signal.SIGCHLD)
+    if handler is None:  # not ours to change (another thread, or a handler set outside Python)
+        shutdown()
+        return
+    signal.signal(signal.SIGCHLD, _ignore_signal)
+    try:
+        shutdown()
+    finally:
+        signal.signal(signal.SIGCHLD, handler)
 
 
 def batched_epoch(

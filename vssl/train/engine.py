@@ -162,7 +162,8 @@ class _StopAtSignal:
             # Close the epoch's batches now, joining any DataLoader workers: the stop's
             # traceback holds this frame, and workers left to the garbage collector outlive the
             # run; PyTorch's SIGCHLD handler then reports those killed by the same SIGTERM as
-            # a crash, possibly at interpreter exit.
+            # a crash, possibly at interpreter exit (and during the join itself, which
+            # loader.shut_down_workers guards).
             close = getattr(it, "close", None)
             if close is not None:
                 close()

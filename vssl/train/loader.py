@@ -135,7 +135,8 @@ def shut_down_workers(batches: Any) -> None:
     dropped: an error nobody can catch, printed as a traceback. Workers dying while their
     iterator is being closed is expected, so the handler waits until they are joined (their pids
     are then unregistered, so nothing is left for it to report)."""
-    shutdown = getattr(batches, "_shutdown_workers", None)  # multi-process iterators only
+    # PyTorch's own (private, idempotent) shutdown; only multi-process iterators have one.
+    shutdown = getattr(batches, "_shutdown_workers", None)
     if shutdown is None:
         return
     import signal

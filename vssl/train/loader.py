@@ -122,7 +122,8 @@ def cpu_epoch(
 
 
 def _ignore_signal(signum: int, frame: Any) -> None:
-    pass
+    """A no-op handler; not ``SIG_IGN``, which for SIGCHLD makes the kernel reap the
+    children itself, so the workers' joins would find nothing to wait for."""
 
 
 def shut_down_workers(batches: Any) -> None:

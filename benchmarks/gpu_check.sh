@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The GPU check of the engine, in one go (255 s on an H100 on 2026-11-27; each step has a time cap):
+# The GPU check of the engine, in one go (about 6.5 minutes on an H100; each step has a time cap):
 #   1. benchmarks/throughput.py: VSSL, our BYOL and lightly's BYOL at width 64, batch 256 and 512,
 #      bf16, channels-last, model work only ("none") and with the engine's batched augmentation
 #      ("batched"); images/s, the augmentation's share, GPU busy % (nvidia-smi) and the ratios;
 #      then our BYOL against lightly's as each library ships it ("shipped": ours with the
 #      engine's batched augmentation, lightly's with its BYOLTransform in a DataLoader), batch 256;
-#   2. `vssl pretrain` (the engine: compile and channels-last on CUDA by default) for 30 epochs
-#      on cifar10-mini with the paper profile, BYOL then VSSL; prints steady-state images/s
+#   2. `vssl pretrain` (the engine: compiled with CUDA graphs and channels-last on one CUDA
+#      device by default) for 30 epochs on cifar10-mini with the paper profile, BYOL then VSSL,
+#      at batch 256 then 512; prints steady-state images/s
 #      (metrics.json's images_per_second_steady: every epoch but the first),
 #      and the GPU busy % (nvidia-smi every 200 ms) over the epochs after the first;
 #      metrics-*.json and history-*.csv (per-epoch loss, KL, spread) are copied out.
@@ -21,7 +22,7 @@
 #   torch.cuda.set_sync_debug_mode("error"); the GPU augmentation against the CPU path; ~2 min)
 #   --with-epoch-costs: then 5. benchmarks/epoch_costs.py at full CIFAR-10's size (cifar10-mini
 #   tiled 12 times, BYOL, 3 epochs): each per-epoch event timed, and its share of training time
-#   at the paper profile's cadence (~2 min)
+#   at the paper profile's cadence, and the GPU busy % inside its training loops (~2 min)
 #
 # What the GPU machine lacks comes from the repository's folders (made by prepare.sh):
 #   .whl/*.whl   wheels (kornia, pydantic, lightly, ...), installed into a temporary folder
@@ -106,6 +107,7 @@ if [ "$dry" = 1 ]; then
   shipped=(--device cpu --widths 4 --batch-sizes 16 --steps 1 --repeats 1 --warmup 1 --n-images 64)
   budget_tp=300; budget_shipped=300; budget_run=300; budget_profile=300; budget_tests=300
   tile=2; budget_costs=300
+  engine_runs=(byol-b32 vssl-b32)
 else
   device=cuda
   "$py" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
@@ -121,6 +123,7 @@ else
   budget_profile=150  # compiles again; a first try with a 100 s cap ran out (2026-11-27)
   budget_tests=180  # 116 s on an H100
   tile=12; budget_costs=240  # compiles again, then 3 epochs of 51,020 images and their monitors
+  engine_runs=(byol-b256 vssl-b256 byol-b512 vssl-b512)
 fi
 "$py" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
 
@@ -148,44 +151,47 @@ if ! "$py" -m vssl pretrain --help 2>/dev/null | grep -q -- "--no-mlflow"; then
     export MLFLOW_TRACKING_URI="file:${TMPDIR:-/tmp}/vssl-gpu-check-mlruns"
   fi
 fi
-for method in byol vssl; do
-  say "vssl pretrain --profile $profile --dataset cifar10_mini --method $method --epochs $epochs"
-  run_dir=${TMPDIR:-/tmp}/vssl-gpu-check-runs/$method
+for run in "${engine_runs[@]}"; do
+  method=${run%-*}; batch=${run##*-b}
+  say "vssl pretrain --profile $profile --dataset cifar10_mini --method $method --epochs $epochs" \
+      "(batch $batch)"
+  run_dir=${TMPDIR:-/tmp}/vssl-gpu-check-runs/$run
   rm -rf "$run_dir"
   # GPU busy % of the steady epochs: nvidia-smi sampled every 200 ms (benchmarks/gpu_busy.py)
   smi_pid=
   if [ "$device" = cuda ] && command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=timestamp,utilization.gpu --format=csv,noheader,nounits -lms 200 \
-      >"$out/busy-$method.csv" 2>/dev/null &
+      >"$out/busy-$run.csv" 2>/dev/null &
     smi_pid=$!
   fi
   set +e
   timeout "$budget_run" "$py" -m vssl pretrain --params params.yaml --profile "$profile" \
     --dataset cifar10_mini --method "$method" --seed 0 --epochs "$epochs" --out "$run_dir" \
     "${tracking[@]}" "${run_sets[@]}" --set pretrain.log_every=100 \
-    >"$out/pretrain-$method.log" 2>&1
+    --set pretrain.batch_size="$batch" \
+    >"$out/pretrain-$run.log" 2>&1
   rc=$?
   [ -n "$smi_pid" ] && kill "$smi_pid" 2>/dev/null
   set -e
-  if [ -s "$out/busy-$method.csv" ]; then
-    "$py" benchmarks/gpu_busy.py "$out/busy-$method.csv" "$out/pretrain-$method.log" \
-      --label "engine $method" || true
+  if [ -s "$out/busy-$run.csv" ]; then
+    "$py" benchmarks/gpu_busy.py "$out/busy-$run.csv" "$out/pretrain-$run.log" \
+      --label "engine $run" || true
   fi
-  tail -n 4 "$out/pretrain-$method.log"
+  tail -n 4 "$out/pretrain-$run.log"
   if [ "$rc" != 0 ] || [ ! -f "$run_dir/metrics.json" ]; then
-    echo "vssl pretrain ($method) stopped with exit $rc: see $out/pretrain-$method.log"
+    echo "vssl pretrain ($run) stopped with exit $rc: see $out/pretrain-$run.log"
     continue
   fi
-  cp "$run_dir/metrics.json" "$out/metrics-$method.json"
-  [ -f "$run_dir/history.csv" ] && cp "$run_dir/history.csv" "$out/history-$method.csv"
-  "$py" - "$run_dir/metrics.json" "$method" <<'PY'
+  cp "$run_dir/metrics.json" "$out/metrics-$run.json"
+  [ -f "$run_dir/history.csv" ] && cp "$run_dir/history.csv" "$out/history-$run.csv"
+  "$py" - "$run_dir/metrics.json" "$run" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
 def f(k, fmt="{:.0f}"):
     return "-" if m.get(k) is None else fmt.format(m[k])
 print(f"engine {sys.argv[2]}: steady-state {f('images_per_second_steady')} img/s "
       f"(all epochs {f('images_per_second')}), {m['epochs']} epochs on {m['device']}, "
-      f"mixed precision {m['mixed_precision']}, probe top-1 {f('online_probe_top1', '{:.1f}')}%, "
+      f"mixed precision {m['mixed_precision']}, compile {m.get('compile')}, probe top-1 {f('online_probe_top1', '{:.1f}')}%, "
       f"kNN top-1 {f('knn_top1', '{:.1f}')}%, wall {f('wall_time_s')} s, "
       f"work between epochs {f('between_epoch_share', '{:.1%}')} of the training loops")
 PY
@@ -215,17 +221,29 @@ fi
 # -- 5. (--with-epoch-costs) the work between epochs at full CIFAR-10's size ------------------
 if [ "$with_costs" = 1 ]; then
   say "benchmarks/epoch_costs.py --profile $profile --tile $tile (full CIFAR-10's size)"
+  smi_pid=
+  if [ "$device" = cuda ] && command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu --format=csv,noheader,nounits -lms 200 \
+      >"$out/busy-epoch-costs.csv" 2>/dev/null &
+    smi_pid=$!
+  fi
   timeout "$budget_costs" "$py" benchmarks/epoch_costs.py --profile "$profile" --method byol \
     --epochs 3 --tile "$tile" "${run_sets[@]}" --set pretrain.log_every=100 2>&1 \
     | tee "$out/epoch-costs.log" | tail -n 12 || echo "epoch_costs.py stopped: see $out/epoch-costs.log"
+  [ -n "$smi_pid" ] && kill "$smi_pid" 2>/dev/null
+  # epochs of 51,020 images last seconds: long enough for the busy % inside the loops
+  if [ -s "$out/busy-epoch-costs.csv" ]; then
+    "$py" benchmarks/gpu_busy.py "$out/busy-epoch-costs.csv" "$out/epoch-costs.log" \
+      --label "engine byol, CIFAR-10's size" || true
+  fi
 fi
 
 say "summary"
 [ -f "$out/throughput-$device.md" ] && cat "$out/throughput-$device.md"
 [ -f "$out/throughput-shipped-$device.md" ] && cat "$out/throughput-shipped-$device.md"
-for method in byol vssl; do
-  [ -f "$out/metrics-$method.json" ] && "$py" -c "
-import json; m = json.load(open('$out/metrics-$method.json'))
-print('$method engine steady-state images/s:', m.get('images_per_second_steady'))"
+for run in "${engine_runs[@]}"; do
+  [ -f "$out/metrics-$run.json" ] && "$py" -c "
+import json; m = json.load(open('$out/metrics-$run.json'))
+print('$run engine steady-state images/s:', m.get('images_per_second_steady'), '(' + str(m.get('compile')) + ')')"
 done
 say "done; results in $out"

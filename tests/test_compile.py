@@ -40,7 +40,7 @@ def test_contiguous_run_on_cpu(smoke_params, mlflow_uri, tmp_path):
     out = tmp_path / "nchw"
     assert main(_args(out, ["pretrain.channels_last=false"])) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert math.isfinite(m["loss"])
+    assert math.isfinite(m["loss"]) and m["compile"] == "eager"  # compile: auto, on a CPU
 
 
 @pytest.mark.slow
@@ -53,7 +53,7 @@ def test_compiled_run_on_cpu(smoke_params, mlflow_uri, tmp_path, monkeypatch):
     real = assembly.compile_train_module
 
     def spy(module, mode="default"):
-        assert mode == "default"  # params.yaml's compile_mode
+        assert mode == "default"  # params.yaml's compile_mode (auto) on a CPU
         compiled.append(real(module, mode))
         return compiled[-1]
 
@@ -67,7 +67,7 @@ def test_compiled_run_on_cpu(smoke_params, mlflow_uri, tmp_path, monkeypatch):
     assert compiled == [True]
     assert counters["stats"]["unique_graphs"] >= 1  # dynamo did compile graphs
     m = json.loads((out / "metrics.json").read_text())
-    assert math.isfinite(m["loss"]) and m["global_step"] == 2
+    assert math.isfinite(m["loss"]) and m["global_step"] == 2 and m["compile"] == "default"
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert not any("_orig_mod" in k for k in ck["model"])
 
@@ -106,3 +106,18 @@ def test_compile_mode_reaches_torch_compile(monkeypatch):
     assert ok.pretrain.compile_mode == "reduce-overhead"
     with pytest.raises(ConfigError, match="compile_mode"):
         load_params(PARAMS, overrides=["pretrain.compile_mode=fastest"])
+
+
+def test_compile_mode_auto_is_cuda_graphs_on_one_gpu_only():
+    """``auto`` (params.yaml's): CUDA graphs on a single CUDA device, torch.compile's default
+    with several processes (DDP) and on other devices; an explicit mode is kept everywhere."""
+    from vssl.config import load_params
+    from vssl.train.assembly import resolve_compile_mode
+
+    assert load_params(PARAMS).pretrain.compile_mode == "auto"
+    assert resolve_compile_mode("auto", "cuda", 1) == "reduce-overhead"
+    assert resolve_compile_mode("auto", "cuda", 2) == "default"
+    assert resolve_compile_mode("auto", "cpu", 1) == "default"
+    assert resolve_compile_mode("auto", "mps", 1) == "default"
+    assert resolve_compile_mode("default", "cuda", 1) == "default"
+    assert resolve_compile_mode("max-autotune", "cpu", 1) == "max-autotune"

@@ -40,6 +40,44 @@ def test_busy_counts_only_the_epochs_after_the_first(tmp_path: Path):
     assert busy.main([str(samples), str(log), "--label", "engine vssl"]) == 0
 
 
+def test_busy_inside_the_training_loops_from_millisecond_stamps(tmp_path: Path, capsys):
+    """Each epoch line comes after its loop and monitors: the loop is [t - monitor - epoch
+    time, t - monitor). A sample counts only if its whole 200 ms period lies in a loop, so
+    the monitors' and compilation's samples do not."""
+    log = tmp_path / "run.log"
+    log.write_text(
+        "02:28:17.500 INFO vssl.train: epoch 1/3 loss 11.6 epoch_time_s 54.7 "
+        "monitor_time_s 1.0e-05\n"
+        "02:28:20.000 INFO vssl.train: epoch 2/3 loss 5.9 images_per_second 7239 "
+        "epoch_time_s 2.0 online_probe_top1 30.1 monitor_time_s 0.5\n"
+        "02:28:22.100 INFO vssl.train: epoch 3/3 loss 4.7 epoch_time_s 1.5 monitor_time_s 0.1\n"
+    )
+    windows = busy.loop_windows(log)
+    assert windows == [
+        (time(2, 28, 17, 500000), time(2, 28, 19, 500000)),
+        (time(2, 28, 20, 500000), time(2, 28, 22)),
+    ]
+    assert busy.steady_window(log) == (time(2, 28, 17, 500000), time(2, 28, 22, 100000))
+    rows = [("02:28:10.000", 0), ("02:28:17.600", 10), ("02:28:17.800", 95), ("02:28:19.400", 97)]
+    rows += [("02:28:19.600", 40), ("02:28:20.600", 30), ("02:28:21.000", 93)]
+    rows += [("02:28:21.900", 99), ("02:28:22.050", 50)]
+    samples = tmp_path / "busy.csv"
+    samples.write_text(_samples(rows))
+    got = busy.loop_busy(busy.read_samples(samples), windows)
+    assert got == [95, 97, 93, 99]
+    assert busy.main([str(samples), str(log)]) == 0
+    assert (
+        "inside the training loops of 2 epochs (4 samples): median 96 %" in capsys.readouterr().out
+    )
+    assert busy.loop_windows(tmp_path / "run.log") and not busy.loop_windows(_coarse(tmp_path))
+
+
+def _coarse(tmp_path: Path) -> Path:
+    log = tmp_path / "coarse.log"
+    log.write_text(LOG)
+    return log
+
+
 def test_busy_refuses_a_run_without_steady_epochs(tmp_path: Path, capsys):
     log = tmp_path / "run.log"
     log.write_text(LOG.splitlines()[1] + "\n")  # epoch 1 only: stopped while compiling
@@ -76,6 +114,21 @@ def test_profile_step_labels_the_engines_phases(cifar_mini_root, tmp_path: Path,
     assert "convolution" in out.with_suffix(".txt").read_text()
     assert "| backward |" in capsys.readouterr().out
     assert (engine.train_step, monitor.embedding_spread) == real  # the labels are undone
+
+
+def test_device_busy_counts_kernels_not_annotations():
+    """Ranges drawn on the device's timeline (the phase labels, Optimizer.step#...) are not
+    device work; kernels and copies are; host events are not."""
+    from types import SimpleNamespace as E
+
+    prof = load_benchmark("profile_step.py", "profile_step_bench")
+    cuda, cpu = E(name="CUDA"), E(name="CPU")
+    assert prof.device_work(E(name="triton_poi_fused_0", device_type=cuda))
+    assert prof.device_work(E(name="Memcpy HtoD", device_type=cuda, is_user_annotation=False))
+    assert not prof.device_work(E(name="phase:step", device_type=cuda, is_user_annotation=True))
+    assert not prof.device_work(E(name="phase:augment", device_type=cuda))
+    assert not prof.device_work(E(name="Optimizer.step#LARS.step", device_type=cuda))
+    assert not prof.device_work(E(name="aten::mm", device_type=cpu))
 
 
 def test_busy_union_counts_overlap_once():

@@ -73,9 +73,11 @@ def _setup_logging() -> None:
     logger = logging.getLogger("vssl")
     if not logger.handlers:
         h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-        )
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # 13:35:13.123: milliseconds place an epoch's lines against nvidia-smi's samples
+        # (benchmarks/gpu_busy.py); epochs on a GPU are often shorter than a second.
+        fmt.default_time_format, fmt.default_msec_format = "%H:%M:%S", "%s.%03d"
+        h.setFormatter(fmt)
         logger.addHandler(h)
     logger.setLevel(level)
 

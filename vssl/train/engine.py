@@ -203,6 +203,7 @@ class _Runner:
             build_train_module,
             compile_train_module,
             grad_clip,
+            resolve_compile_mode,
             use_channels_last,
             use_compile,
         )
@@ -233,8 +234,12 @@ class _Runner:
         if self.channels_last:  # 4-D (convolution) weights only; the layout survives .to()
             module = module.to(memory_format=torch.channels_last)
         self.compiled = False
+        self.compile_mode: str | None = None  # the torch.compile mode, where compiled
         if self.trainable and use_compile(pc.compile, self.device.type):
-            self.compiled = compile_train_module(module, pc.compile_mode)
+            self.compile_mode = resolve_compile_mode(
+                pc.compile_mode, self.device.type, self.acc.num_processes
+            )
+            self.compiled = compile_train_module(module, self.compile_mode)
         self.total_steps = plan.steps_per_epoch * plan.total_epochs
         self.optimizer = self.scheduler = self.probe_opt = None
         if self.trainable:
@@ -411,7 +416,13 @@ class _Runner:
         metrics["images_per_second_steady"] = steady_images_per_second(
             self.record.history, first_epoch_here=self.start_epoch + 1
         )
+        metrics["compile"] = self._compile_label()
         return metrics
+
+    def _compile_label(self) -> str:
+        """How the step ran: ``eager``, or the torch.compile mode (``reduce-overhead``: CUDA
+        graphs)."""
+        return self.compile_mode if self.compiled and self.compile_mode else "eager"
 
     # -- evaluation ----------------------------------------------------------------------------
 
@@ -605,6 +616,7 @@ class _Runner:
                         "world_size": self.acc.num_processes,
                         "mixed_precision": self.plan.mixed_precision,
                         "gpu_augment": self.plan.gpu_augment,
+                        "compile": self._compile_label(),
                         "total_epochs": self.plan.total_epochs,
                     }
                 )

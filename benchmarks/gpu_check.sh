@@ -45,7 +45,7 @@ for a in "$@"; do
     --with-profile) with_profile=1 ;;
     --with-tests) with_tests=1 ;;
     --with-epoch-costs) with_costs=1 ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $a (use --dry-run, --with-profile, --with-tests," \
             "--with-epoch-costs)" >&2
        exit 2 ;;

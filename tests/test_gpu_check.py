@@ -47,12 +47,13 @@ def test_dry_run_on_cpu(data_root, tmp_path):
         assert {(r["method"], r["aug"]) for r in shipped["rows"]} == {
             ("byol-ours", "shipped"), ("byol-lightly", "shipped")
         }  # fmt: skip
-    for method in ("byol", "vssl"):
-        m = json.loads((out / f"metrics-{method}.json").read_text())
+    for method in ("byol", "vssl"):  # the engine runs, one batch size in the dry run
+        m = json.loads((out / f"metrics-{method}-b32.json").read_text())
         assert m["images_per_second_steady"] > 0 and m["device"] == "cpu"
-        history = (out / f"history-{method}.csv").read_text().splitlines()
+        assert m["compile"] == "eager"  # compile: auto compiles on CUDA only
+        history = (out / f"history-{method}-b32.csv").read_text().splitlines()
         assert len(history) == 1 + m["epochs"] and "loss" in history[0]
-        assert f"engine {method}: steady-state" in run.stdout
+        assert f"engine {method}-b32: steady-state" in run.stdout
     assert "| ratio |" in run.stdout
     for method in ("byol", "vssl"):  # --with-profile: the engine's step under the profiler
         prof = json.loads((out / f"profile-{method}.json").read_text())

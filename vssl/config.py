@@ -133,7 +133,7 @@ class PretrainCfg(_Strict):
     # auto: torch.compile the training module on CUDA, eager on CPU (falls back to eager).
     compile: Literal["auto", True, False] = "auto"
     # torch.compile's mode where it compiles; reduce-overhead replays CUDA graphs (fewer
-    # launches). auto: reduce-overhead on one CUDA device (1.7-2.5x the default mode's images/s
+    # launches). auto: reduce-overhead on one CUDA device (1.6-2.5x the default mode's images/s
     # on an H100), default elsewhere (see vssl.train.assembly.resolve_compile_mode).
     compile_mode: Literal[
         "auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"

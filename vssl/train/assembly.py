@@ -183,8 +183,10 @@ def resolve_compile_mode(setting: str, device_type: str, num_processes: int) -> 
     """``pretrain.compile_mode`` for a run: ``auto`` is ``reduce-overhead`` (the compiled step
     replayed as CUDA graphs) on a single CUDA device, and torch.compile's ``default`` elsewhere.
 
-    Why: at batch 256 the compiled step is launch-bound; CUDA graphs made the engine 1.72x
-    faster for BYOL and 2.47x for VSSL on an H100 (docs/benchmarks.md, "CUDA graphs"). Several
+    Why: the compiled step is launch-bound (about 1,000 launches for 11 ms of kernels at batch
+    256); on an H100 CUDA graphs gave 1.60x the default mode's images/s (BYOL, batch 512, one
+    session) and 1.72x / 2.47x (BYOL / VSSL, batch 256, against an earlier session's runs;
+    docs/benchmarks.md, "CUDA graphs on one H100"). Several
     processes (DDP) keep ``default``: DDP's bucketed all-reduce splits the graphs and that
     combination is unmeasured here. CUDA graphs do not exist on other devices."""
     if setting != "auto":

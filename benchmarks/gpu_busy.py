@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if window is None:
         print(f"{args.label}: GPU busy: fewer than 2 epochs in {args.log}", file=sys.stderr)
         return 1
-    busy = steady_busy(read_samples(args.samples), window)
+    samples = read_samples(args.samples)
+    busy = steady_busy(samples, window)
     if not busy:
         print(f"{args.label}: GPU busy: no samples between {window[0]} and {window[1]}",
               file=sys.stderr)  # fmt: skip
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{statistics.median(busy):.0f} %, mean {statistics.fmean(busy):.0f} %"
     )
     windows = loop_windows(args.log)
-    inside = loop_busy(read_samples(args.samples), windows)
+    inside = loop_busy(samples, windows)
     if inside:
         print(
             f"{args.label}: GPU busy (nvidia-smi) inside the training loops of "

@@ -59,6 +59,21 @@ out=${GPU_CHECK_OUT:-${OUT:-/tmp/vssl-gpu-check}}
 mkdir -p "$out"
 start=$(date +%s)
 say() { printf '\n== %s (%ds)\n' "$*" "$(( $(date +%s) - start ))"; }
+# nvidia-smi's utilisation every 200 ms into $1 while a step runs (benchmarks/gpu_busy.py reads it)
+smi_pid=
+busy_start() {
+  smi_pid=
+  if [ "$device" = cuda ] && command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu --format=csv,noheader,nounits -lms 200 \
+      >"$1" 2>/dev/null &
+    smi_pid=$!
+  fi
+}
+busy_stop() {  # busy_stop SAMPLES LOG LABEL: stop sampling, print the busy % of the run in LOG
+  [ -n "$smi_pid" ] && kill "$smi_pid" 2>/dev/null
+  smi_pid=
+  if [ -s "$1" ]; then "$py" benchmarks/gpu_busy.py "$1" "$2" --label "$3" || true; fi
+}
 
 # -- dependencies ------------------------------------------------------------------------------
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
@@ -157,13 +172,7 @@ for run in "${engine_runs[@]}"; do
       "(batch $batch)"
   run_dir=${TMPDIR:-/tmp}/vssl-gpu-check-runs/$run
   rm -rf "$run_dir"
-  # GPU busy % of the steady epochs: nvidia-smi sampled every 200 ms (benchmarks/gpu_busy.py)
-  smi_pid=
-  if [ "$device" = cuda ] && command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=timestamp,utilization.gpu --format=csv,noheader,nounits -lms 200 \
-      >"$out/busy-$run.csv" 2>/dev/null &
-    smi_pid=$!
-  fi
+  busy_start "$out/busy-$run.csv"  # the GPU busy % of the steady epochs
   set +e
   timeout "$budget_run" "$py" -m vssl pretrain --params params.yaml --profile "$profile" \
     --dataset cifar10_mini --method "$method" --seed 0 --epochs "$epochs" --out "$run_dir" \
@@ -171,12 +180,8 @@ for run in "${engine_runs[@]}"; do
     --set pretrain.batch_size="$batch" \
     >"$out/pretrain-$run.log" 2>&1
   rc=$?
-  [ -n "$smi_pid" ] && kill "$smi_pid" 2>/dev/null
   set -e
-  if [ -s "$out/busy-$run.csv" ]; then
-    "$py" benchmarks/gpu_busy.py "$out/busy-$run.csv" "$out/pretrain-$run.log" \
-      --label "engine $run" || true
-  fi
+  busy_stop "$out/busy-$run.csv" "$out/pretrain-$run.log" "engine $run"
   tail -n 4 "$out/pretrain-$run.log"
   if [ "$rc" != 0 ] || [ ! -f "$run_dir/metrics.json" ]; then
     echo "vssl pretrain ($run) stopped with exit $rc: see $out/pretrain-$run.log"
@@ -221,21 +226,12 @@ fi
 # -- 5. (--with-epoch-costs) the work between epochs at full CIFAR-10's size ------------------
 if [ "$with_costs" = 1 ]; then
   say "benchmarks/epoch_costs.py --profile $profile --tile $tile (full CIFAR-10's size)"
-  smi_pid=
-  if [ "$device" = cuda ] && command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=timestamp,utilization.gpu --format=csv,noheader,nounits -lms 200 \
-      >"$out/busy-epoch-costs.csv" 2>/dev/null &
-    smi_pid=$!
-  fi
+  busy_start "$out/busy-epoch-costs.csv"
   timeout "$budget_costs" "$py" benchmarks/epoch_costs.py --profile "$profile" --method byol \
     --epochs 3 --tile "$tile" "${run_sets[@]}" --set pretrain.log_every=100 2>&1 \
     | tee "$out/epoch-costs.log" | tail -n 12 || echo "epoch_costs.py stopped: see $out/epoch-costs.log"
-  [ -n "$smi_pid" ] && kill "$smi_pid" 2>/dev/null
   # epochs of 51,020 images last seconds: long enough for the busy % inside the loops
-  if [ -s "$out/busy-epoch-costs.csv" ]; then
-    "$py" benchmarks/gpu_busy.py "$out/busy-epoch-costs.csv" "$out/epoch-costs.log" \
-      --label "engine byol, CIFAR-10's size" || true
-  fi
+  busy_stop "$out/busy-epoch-costs.csv" "$out/epoch-costs.log" "engine byol, CIFAR-10's size"
 fi
 
 say "summary"

@@ -24,11 +24,8 @@
 #   tiled 12 times, BYOL, 3 epochs): each per-epoch event timed, and its share of training time
 #   at the paper profile's cadence, and the GPU busy % inside its training loops (~2 min)
 #
-# What the GPU machine lacks comes from the repository's folders (made by prepare.sh):
-#   .whl/*.whl   wheels (kornia, pydantic, lightly, ...), installed into a temporary folder
-#                when one of those packages cannot be imported;
-#   .devdata/    cifar10-mini; else ../shared/data or shared/data beside/inside the checkout,
-#                else $VSSL_DATA_ROOT.
+# What the GPU machine lacks comes from the repository's folders (made by prepare.sh; see
+# benchmarks/device_env.sh): .whl/*.whl (wheels) and .devdata/ (cifar10-mini).
 # Results go to $GPU_CHECK_OUT (default: $OUT when set, the device tool's folder, else
 # /tmp/vssl-gpu-check): throughput-*.json/.md, the runs' metrics-*.json, history-*.csv, logs and
 # nvidia-smi samples. The device tool returns at most 8 files: point GPU_CHECK_OUT elsewhere and
@@ -75,40 +72,14 @@ busy_stop() {  # busy_stop SAMPLES LOG LABEL: stop sampling, print the busy % of
   if [ -s "$1" ]; then "$py" benchmarks/gpu_busy.py "$1" "$2" --label "$3" || true; fi
 }
 
-# -- dependencies ------------------------------------------------------------------------------
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-if ! "$py" -c "import kornia, pydantic, lightly" 2>/dev/null; then
-  if compgen -G ".whl/*.whl" >/dev/null; then
-    say "installing the carried wheels (.whl/)"
-    site=${TMPDIR:-/tmp}/vssl-site
-    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target "$site" .whl/*.whl
-    export PYTHONPATH="$site:$PYTHONPATH"
-  fi
-fi
-if ! "$py" -c "import kornia, pydantic" 2>/dev/null; then
-  echo "gpu_check.sh: kornia/pydantic are missing and no .whl/ to install them from;" \
-       "run bash ../shared/device/prepare.sh first" >&2
-  exit 3
-fi
+# -- dependencies and data (.whl/, .devdata/) -------------------------------------------------
+# shellcheck source=benchmarks/device_env.sh
+source benchmarks/device_env.sh
 methods="vssl byol-ours byol-lightly"
 if ! "$py" -c "import lightly" 2>/dev/null; then
   echo "lightly is not installed: the throughput table leaves lightly's BYOL out"
   methods="vssl byol-ours"
 fi
-
-# -- data --------------------------------------------------------------------------------------
-for d in "$root/.devdata" "$root/../shared/data" "$root/shared/data" "${VSSL_DATA_ROOT:-}"; do
-  if [ -n "$d" ] && [ -f "$d/cifar10-mini/train.npz" ]; then
-    export VSSL_DATA_ROOT=$(cd "$d" && pwd)
-    break
-  fi
-done
-if [ ! -f "${VSSL_DATA_ROOT:-/nonexistent}/cifar10-mini/train.npz" ]; then
-  echo "gpu_check.sh: cifar10-mini not found (.devdata/, ../shared/data, shared/data)" >&2
-  exit 3
-fi
-export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 
 # -- sizes -------------------------------------------------------------------------------------
 if [ "$dry" = 1 ]; then

@@ -9,6 +9,9 @@ command, through the engine, for the first ``--epochs`` epochs of the same 1,000
 untrained floor), then extracts frozen features and probes them with the pipeline's own
 commands (``vssl extract``, ``vssl probe``: linear, kNN-20 and, for VSSL, the uncertainty AUROC
 on the 1,000 held-out images). Rerunning with a larger ``--epochs`` continues the same runs.
+``--set KEY=VALUE`` overrides params for every command (``pretrain.epochs=200``: a complete
+200-epoch schedule; the dry run of ``benchmarks/gpu_study.sh`` shrinks the network with it); the
+overrides are written to ``<out>/overrides.txt`` and head the report.
 
 On CPUs with AMX (Intel Sapphire Rapids and later) bf16 autocast makes width 64 affordable: the
 engine's step runs 2.5-2.6x faster than in fp32 there (docs/benchmarks.md, "bf16 on the CPU").
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -52,12 +56,19 @@ def vssl_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "vssl", *args]
 
 
-def pretrain_cmd(config: str, out: Path, seed: int, epochs: int, precision: str) -> list[str]:
+def set_args(sets: list[str]) -> list[str]:
+    """``--set KEY=VALUE`` for each override, as every ``vssl`` command takes them."""
+    return [a for kv in sets for a in ("--set", kv)]
+
+
+def pretrain_cmd(
+    config: str, out: Path, seed: int, epochs: int, precision: str, sets: list[str] = ()
+) -> list[str]:
     return vssl_cli(
         "pretrain", "--profile", PROFILE, "--dataset", DATASET, "--method", config,
         "--seed", str(seed), "--out", str(out / config), "--stop-after", str(epochs),
-        "--set", f"pretrain.mixed_precision={precision}", "--no-mlflow", "--no-progress",
-        "--resume",
+        "--set", f"pretrain.mixed_precision={precision}", *set_args(sets), "--no-mlflow",
+        "--no-progress", "--resume",
     )  # fmt: skip
 
 
@@ -70,19 +81,46 @@ def checkpoint(run_dir: Path) -> Path:
     raise SystemExit(f"{run_dir}: no checkpoint.pt or checkpoint.partial.pt")
 
 
+_children: list[subprocess.Popen] = []
+
+
+def _forward_signal(signum: int, frame: object) -> None:
+    """SIGTERM/SIGINT reach the `vssl` commands this script started: each pretraining run saves
+    its last completed epoch and exits (``checkpoint_on_signal``), so ``run`` resumes."""
+    for p in _children:
+        if p.poll() is None:
+            p.send_signal(signum)
+
+
+def _start(cmd: list[str], **kwargs) -> subprocess.Popen:
+    p = subprocess.Popen(cmd, **kwargs)
+    _children.append(p)
+    return p
+
+
+def _call(cmd: list[str]) -> None:
+    if (rc := _start(cmd).wait()) != 0:
+        raise SystemExit(f"exit {rc}: {' '.join(cmd[1:])}")
+
+
 def run(args: argparse.Namespace) -> None:
+    from vssl.io import write_text
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "overrides.txt", "".join(f"{kv}\n" for kv in args.set))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _forward_signal)
     # Every config trains at once, each on its own threads: one process per config keeps their
     # runs independent, and the report compares them epoch by epoch.
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     procs = {}
     start = time.time()
     for c in args.configs:
-        cmd = pretrain_cmd(c, out, args.seed, args.epochs, args.precision)
+        cmd = pretrain_cmd(c, out, args.seed, args.epochs, args.precision, args.set)
         print("$", " ".join(cmd[1:]), flush=True)
         log = open(out / f"{c}.log", "a")  # noqa: SIM115 (closed when the process ends)
-        procs[c] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+        procs[c] = (_start(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
     failed = []
     for c, (p, log) in procs.items():
         if p.wait() != 0:
@@ -91,18 +129,20 @@ def run(args: argparse.Namespace) -> None:
     print(f"pretraining: {time.time() - start:.0f} s", flush=True)
     if failed:
         raise SystemExit(f"pretraining failed for {', '.join(failed)}: see {out}/<config>.log")
+    from vssl.eval.extract import DATA_SECTIONS
+
+    # extraction takes everything but the data settings from the checkpoint
+    data_sets = [kv for kv in args.set if kv.split(".", 1)[0].split("=", 1)[0] in DATA_SECTIONS]
     for c in args.configs:
         feats = out / "features" / c
-        common = ["--profile", PROFILE, "--no-mlflow"]
-        subprocess.run(
+        common = ["--profile", PROFILE, *set_args(data_sets), "--no-mlflow"]
+        _call(
             vssl_cli("extract", "--checkpoint", str(checkpoint(out / c)), "--dataset", DATASET,
-                     "--out", str(feats), *common),
-            check=True,
+                     "--out", str(feats), *common)
         )  # fmt: skip
-        subprocess.run(
+        _call(
             vssl_cli("probe", "--features", str(feats), "--out", str(out / "probes" / f"{c}.json"),
-                     *common),
-            check=True,
+                     *common)
         )  # fmt: skip
     report(argparse.Namespace(out=str(out)))
 
@@ -161,10 +201,12 @@ def report(args: argparse.Namespace) -> None:
         for c in rows
     ]
     table = pd.DataFrame(rows).T.fillna("-")  # "-": no probe for that run (yet)
+    sets = overrides(out)
     text = (
         f"`vssl pretrain --profile {PROFILE} --dataset {DATASET}` (ResNet-18 width 64, heads "
         "4096/256/4096, LARS base lr 1.0, batch 256, 1,000-epoch schedule, 10 warm-up epochs), "
         "first epochs of the schedule; probes from `vssl extract` + `vssl probe`.\n\n"
+        + (f"Overrides: {', '.join(f'`{kv}`' for kv in sets)}.\n\n" if sets else "")
         + table.to_markdown()
         + "\n"
     )
@@ -210,10 +252,21 @@ def seed_rows(folders: list[Path]) -> pd.DataFrame:
     return per_run
 
 
+def overrides(folder: Path) -> list[str]:
+    """The ``--set`` overrides ``run`` recorded in ``folder`` (none for older folders)."""
+    path = folder / "overrides.txt"
+    return path.read_text().split() if path.is_file() else []
+
+
 def seeds(args: argparse.Namespace) -> None:
     from vssl.io import write_text
 
-    per_run = seed_rows([Path(f) for f in args.folders])
+    folders = [Path(f) for f in args.folders]
+    sets = {tuple(overrides(f)) for f in folders}
+    if len(sets) > 1:  # e.g. two schedule lengths: different measurements
+        raise SystemExit(f"the folders were run with different --set overrides: {sorted(sets)}")
+    sets = list(sets.pop())
+    per_run = seed_rows(folders)
     order = {c: i for i, c in enumerate(CONFIGS)}
     rank = per_run["config"].map(order).fillna(len(order))
     per_run = per_run.assign(_rank=rank).sort_values(["_rank", "config", "seed"])
@@ -234,6 +287,7 @@ def seeds(args: argparse.Namespace) -> None:
     text = (
         f"`vssl pretrain --profile {PROFILE} --dataset {DATASET}` per seed (`paper_width.py run "
         "--seed S`); mean ± sample std over seeds.\n\n"
+        + (f"Overrides: {', '.join(f'`{kv}`' for kv in sets)}.\n\n" if sets else "")
         + summary.reset_index().to_markdown(index=False)
         + "\n"
     )
@@ -270,6 +324,15 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--precision", default="bf16", choices=["bf16", "no"])
     r.add_argument("--threads", type=int, default=1, help="threads per config")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params override for every run (repeatable; its extraction and probe take the data "
+        "settings among them), e.g. "
+        "pretrain.epochs=200 for a complete 200-epoch schedule instead of the paper's 1,000",
+    )
     r.set_defaults(func=run)
     p = sub.add_parser("report", help="summary.md and curves.png from a run folder")
     p.add_argument("out")

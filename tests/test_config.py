@@ -73,6 +73,14 @@ def test_overrides_apply_after_the_profile_and_parse_yaml() -> None:
     assert parse_override("a=") == (["a"], None)
 
 
+def test_a_bare_no_is_accelerates_no_mixed_precision() -> None:
+    # YAML reads `no` as false; the field means the string Accelerate takes
+    p = load_params(PARAMS, profile="smoke", overrides=["pretrain.mixed_precision=no"])
+    assert p.pretrain.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="pretrain.mixed_precision"):
+        load_params(PARAMS, profile="smoke", overrides=["pretrain.mixed_precision=yes"])
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +29,21 @@ def test_pretrain_command_stops_early_on_the_paper_schedule(bench, tmp_path: Pat
     assert "--method vssl_2025" in args and "--seed 1" in args
     assert "pretrain.mixed_precision=bf16" in args
     assert f"--out {tmp_path / 'vssl_2025'}" in args
+
+
+def test_overrides_reach_the_command_and_head_the_report(bench, tmp_path: Path) -> None:
+    sets = ["pretrain.epochs=200", "backbone.width=4"]
+    cmd = bench.pretrain_cmd("vssl", tmp_path, seed=0, epochs=200, precision="no", sets=sets)
+    i = cmd.index("pretrain.epochs=200")
+    assert cmd[i - 1] == "--set" and cmd[cmd.index("backbone.width=4") - 1] == "--set"
+    (tmp_path / "vssl").mkdir()
+    _history([7.0, 3.0], [0.66, 0.8]).to_csv(tmp_path / "vssl" / "history.csv", index=False)
+    (tmp_path / "overrides.txt").write_text("\n".join(sets) + "\n")
+    bench.main(["report", str(tmp_path)])
+    assert (
+        "Overrides: `pretrain.epochs=200`, `backbone.width=4`."
+        in (tmp_path / "summary.md").read_text()
+    )
 
 
 def _history(kl: list[float], spread: list[float]) -> pd.DataFrame:
@@ -155,6 +175,49 @@ def test_seeds_refuses_duplicates_and_empty_folders(bench, tmp_path: Path) -> No
     b = _seed_folder(tmp_path / "b", 0, 4, {"vssl": (47.0, 41.0, 0.59)})
     with pytest.raises(SystemExit, match="same config, seed and epoch"):
         bench.main(["seeds", str(a), str(b), "--out", str(tmp_path / "out")])
+    c = _seed_folder(tmp_path / "c", 1, 4, {"vssl": (47.0, 41.0, 0.59)})
+    (c / "overrides.txt").write_text("pretrain.epochs=200\n")  # another schedule: not averaged
+    with pytest.raises(SystemExit, match="different --set overrides"):
+        bench.main(["seeds", str(a), str(c), "--out", str(tmp_path / "out")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no probes"):
         bench.main(["seeds", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.slow
+def test_a_stopped_run_stops_its_pretraining_and_resumes(data_root, tmp_path: Path) -> None:
+    """SIGTERM to `paper_width.py run` (what `timeout` sends) reaches the pretraining process
+    it started: that run saves its last completed epoch and exits, so nothing keeps running and
+    a second `run` resumes from the checkpoint instead of starting over."""
+    out = tmp_path / "pw"
+    cmd = [
+        sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "paper_width.py"),
+        "run", "--out", str(out), "--epochs", "200", "--configs", "vssl", "--precision", "no",
+        "--set", "pretrain.epochs=200", "--set", "backbone.width=4",
+        "--set", "data.train_subset=64", "--set", "data.test_subset=32",
+        "--set", "pretrain.batch_size=32", "--set", "pretrain.knn_every=0",
+        "--set", "pretrain.checkpoint_every=100",
+    ]  # fmt: skip
+    env = dict(os.environ, VSSL_DATA_ROOT=str(data_root), OMP_NUM_THREADS="1")
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    history = out / "vssl" / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and (
+        not history.exists() or len(history.read_text().splitlines()) < 3
+    ):
+        assert p.poll() is None, p.stdout.read().decode()[-2000:]
+        time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    stdout = p.communicate(timeout=120)[0].decode()
+    assert p.returncode != 0 and "pretraining failed for vssl" in stdout
+    log = (out / "vssl.log").read_text()
+    assert "SIGTERM" in log  # the pretraining process got the signal and stopped itself
+    saved = pd.read_csv(history)["epoch"].max()
+    assert 2 <= saved < 200 and (out / "vssl" / "checkpoint.partial.pt").exists()
+    resumed = subprocess.run(
+        [*cmd[:5], "--epochs", str(saved + 1), *cmd[7:]], env=env, capture_output=True, text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert pd.read_csv(history)["epoch"].tolist() == list(range(1, saved + 2))
+    assert json.loads((out / "probes" / "vssl.json").read_text())["linear_top1"] >= 0

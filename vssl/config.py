@@ -146,6 +146,12 @@ class PretrainCfg(_Strict):
     # SIGTERM/SIGINT: save the last completed epoch before exiting (143/130), to --resume from.
     checkpoint_on_signal: bool = True
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `no` as false: `mixed_precision: no` means Accelerate's "no"
+        return "no" if value is False else value
+
 
 class MethodOptimCfg(_Strict):
     """A method's own optimiser settings: ``base_lr`` and ``weight_decay`` (required for every

@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -56,13 +57,13 @@ def vssl_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "vssl", *args]
 
 
-def set_args(sets: list[str]) -> list[str]:
+def set_args(sets: Sequence[str]) -> list[str]:
     """``--set KEY=VALUE`` for each override, as every ``vssl`` command takes them."""
     return [a for kv in sets for a in ("--set", kv)]
 
 
 def pretrain_cmd(
-    config: str, out: Path, seed: int, epochs: int, precision: str, sets: list[str] = ()
+    config: str, out: Path, seed: int, epochs: int, precision: str, sets: Sequence[str] = ()
 ) -> list[str]:
     return vssl_cli(
         "pretrain", "--profile", PROFILE, "--dataset", DATASET, "--method", config,
@@ -255,7 +256,7 @@ def seed_rows(folders: list[Path]) -> pd.DataFrame:
 def overrides(folder: Path) -> list[str]:
     """The ``--set`` overrides ``run`` recorded in ``folder`` (none for older folders)."""
     path = folder / "overrides.txt"
-    return path.read_text().split() if path.is_file() else []
+    return path.read_text().splitlines() if path.is_file() else []
 
 
 def seeds(args: argparse.Namespace) -> None:

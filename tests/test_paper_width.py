@@ -32,16 +32,16 @@ def test_pretrain_command_stops_early_on_the_paper_schedule(bench, tmp_path: Pat
 
 
 def test_overrides_reach_the_command_and_head_the_report(bench, tmp_path: Path) -> None:
-    sets = ["pretrain.epochs=200", "backbone.width=4"]
+    sets = ["pretrain.epochs=200", "grid.seeds=[0, 1]"]
     cmd = bench.pretrain_cmd("vssl", tmp_path, seed=0, epochs=200, precision="no", sets=sets)
     i = cmd.index("pretrain.epochs=200")
-    assert cmd[i - 1] == "--set" and cmd[cmd.index("backbone.width=4") - 1] == "--set"
+    assert cmd[i - 1] == "--set" and cmd[cmd.index("grid.seeds=[0, 1]") - 1] == "--set"
     (tmp_path / "vssl").mkdir()
     _history([7.0, 3.0], [0.66, 0.8]).to_csv(tmp_path / "vssl" / "history.csv", index=False)
     (tmp_path / "overrides.txt").write_text("\n".join(sets) + "\n")
     bench.main(["report", str(tmp_path)])
     assert (
-        "Overrides: `pretrain.epochs=200`, `backbone.width=4`."
+        "Overrides: `pretrain.epochs=200`, `grid.seeds=[0, 1]`."
         in (tmp_path / "summary.md").read_text()
     )
 

@@ -20,9 +20,12 @@
 #   goes: phases, device busy from the trace, top operators; ~1-2 more minutes on a GPU)
 #   --with-tests: then 4. the CUDA-only tests (steps free of host syncs under
 #   torch.cuda.set_sync_debug_mode("error"); the GPU augmentation against the CPU path; ~2 min)
-#   --with-epoch-costs: then 5. benchmarks/epoch_costs.py at full CIFAR-10's size (cifar10-mini
-#   tiled 12 times, BYOL, 3 epochs): each per-epoch event timed, and its share of training time
-#   at the paper profile's cadence, and the GPU busy % inside its training loops (~2 min)
+#   --with-epoch-costs: then 5. benchmarks/snapshot_cost.py (the host copy of the run's state
+#   kept for a stop signal, old way and new, ~20 s) and benchmarks/epoch_costs.py at full
+#   CIFAR-10's size (cifar10-mini tiled 12 times, BYOL, 7 epochs): each per-epoch event timed
+#   after its first occurrence, its share of training time at the paper profile's cadence, and
+#   the GPU busy % inside the training loops (~2 min)
+#   --only-epoch-costs: step 5 alone (1 and 2 skipped; ~2.5 min with the start)
 #
 # What the GPU machine lacks comes from the repository's folders (made by prepare.sh; see
 # benchmarks/device_env.sh): .whl/*.whl (wheels) and .devdata/ (cifar10-mini).
@@ -36,15 +39,17 @@ dry=0
 with_profile=0
 with_tests=0
 with_costs=0
+only_costs=0
 for a in "$@"; do
   case "$a" in
     --dry-run) dry=1 ;;
     --with-profile) with_profile=1 ;;
     --with-tests) with_tests=1 ;;
     --with-epoch-costs) with_costs=1 ;;
+    --only-epoch-costs) with_costs=1; only_costs=1 ;;
     -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $a (use --dry-run, --with-profile, --with-tests," \
-            "--with-epoch-costs)" >&2
+            "--with-epoch-costs, --only-epoch-costs)" >&2
        exit 2 ;;
   esac
 done
@@ -108,11 +113,12 @@ else
   budget_tp=140; budget_shipped=50; budget_run=150  # a run's first epoch compiles (cold cache)
   budget_profile=150  # compiles again; a first try with a 100 s cap ran out (2026-11-27)
   budget_tests=180  # 116 s on an H100
-  tile=12; budget_costs=240  # compiles again, then 3 epochs of 51,020 images and their monitors
+  tile=12; budget_costs=240  # compiles again, then 7 epochs of 51,020 images and their monitors
   engine_runs=(byol-b256 vssl-b256 byol-b512 vssl-b512)
 fi
 "$py" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
 
+if [ "$only_costs" = 0 ]; then  # steps 1 and 2 (not indented: step 2 holds a heredoc)
 # -- 1. throughput table -----------------------------------------------------------------------
 say "throughput ($device): $methods; augmentation none and batched"
 # shellcheck disable=SC2086
@@ -173,6 +179,8 @@ print(f"engine {sys.argv[2]}: steady-state {f('images_per_second_steady')} img/s
 PY
 done
 
+fi  # steps 1 and 2
+
 # -- 3. (--with-profile) the engine's step under torch.profiler -------------------------------
 if [ "$with_profile" = 1 ]; then
   for method in byol vssl; do
@@ -190,16 +198,22 @@ if [ "$with_tests" = 1 ]; then
   export VSSL_TEST_DATA=$VSSL_DATA_ROOT  # cifar10-mini is all they read
   timeout "$budget_tests" "$py" -m pytest -q -rs -p no:cacheprovider \
     tests/test_step_sync.py::test_cuda_steps_do_not_synchronise \
-    tests/test_augment.py::test_gpu_path_on_cuda_matches_cpu_path 2>&1 \
+    tests/test_augment.py::test_gpu_path_on_cuda_matches_cpu_path \
+    tests/test_snapshot.py::test_cuda_copies_are_pinned_asynchronous_and_see_exactly_the_updated_state \
+    2>&1 \
     | tee "$out/pytest-cuda.log" | tail -n 8 || echo "the CUDA tests failed or stopped: see $out/pytest-cuda.log"
 fi
 
 # -- 5. (--with-epoch-costs) the work between epochs at full CIFAR-10's size ------------------
 if [ "$with_costs" = 1 ]; then
+  say "benchmarks/snapshot_cost.py --profile $profile (the state kept for a stop signal)"
+  timeout 120 "$py" benchmarks/snapshot_cost.py --profile "$profile" "${run_sets[@]}" \
+    --out "$out/snapshot-cost.json" 2>&1 | tee "$out/snapshot-cost.log" | tail -n 8 \
+    || echo "snapshot_cost.py stopped: see $out/snapshot-cost.log"
   say "benchmarks/epoch_costs.py --profile $profile --tile $tile (full CIFAR-10's size)"
   busy_start "$out/busy-epoch-costs.csv"
   timeout "$budget_costs" "$py" benchmarks/epoch_costs.py --profile "$profile" --method byol \
-    --epochs 3 --tile "$tile" "${run_sets[@]}" --set pretrain.log_every=100 2>&1 \
+    --epochs 7 --tile "$tile" "${run_sets[@]}" --set pretrain.log_every=100 2>&1 \
     | tee "$out/epoch-costs.log" | tail -n 12 || echo "epoch_costs.py stopped: see $out/epoch-costs.log"
   # epochs of 51,020 images last seconds: long enough for the busy % inside the loops
   busy_stop "$out/busy-epoch-costs.csv" "$out/epoch-costs.log" "engine byol, CIFAR-10's size"

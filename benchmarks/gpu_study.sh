@@ -9,12 +9,16 @@
 #   2. per seed, on the CPU while the next seed trains: benchmarks/variance_auroc.py on the VSSL
 #      checkpoint (what the posterior variance ranks, and the information-loss test);
 #   3. benchmarks/paper_width.py seeds: mean ± std over seeds, VSSL minus BYOL paired by seed.
-# Estimated 7-8 minutes on an H100 at the default (2 x 200 epochs x 3,840 images per seed at about
-# 20,000 img/s in all, the first seed's compiles, probes); --epochs and --seeds trade it off.
+# Measured on an H100 (2026-11-27), one seed at the default took 350 s: 190 s of pretraining (the
+# two runs side by side at 11,300 img/s each, 85 s of it the first epoch's compiles) and 150 s of
+# extraction and probes (now side by side too), so the 540 s budget fits one seed, not three.
+# --parallel starts every seed at once (4 runs on the GPU for 2 seeds: the compiles overlap);
+# estimated 6-7 minutes for --seeds "1 2" at 200 epochs, not yet measured.
 #
 # Usage, from the repository root:
 #   bash ../shared/device/prepare.sh   # once, on a machine with network: fills .whl/ and .devdata/
 #   bash benchmarks/gpu_study.sh [--epochs N] [--seeds "0 1 2"] [--configs "vssl byol random"]
+#   bash benchmarks/gpu_study.sh --parallel --seeds "1 2"   # the seeds' runs all at once
 #   bash benchmarks/gpu_study.sh --dry-run   # the same steps at toy sizes on the CPU (~2 min)
 # The run stops starting seeds once $GPU_STUDY_BUDGET seconds (default 540, under the device
 # tool's 600 s per call) are close to spent; each seed's training is capped to what is left.
@@ -27,18 +31,20 @@
 set -euo pipefail
 
 dry=0
+parallel=0
 epochs=200
 seeds="0 1 2"
 configs="vssl byol random"
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
+    --parallel) parallel=1 ;;
     --epochs) epochs=$2; shift ;;
     --seeds) seeds=$2; shift ;;
     --configs) configs=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
-    *) echo "gpu_study.sh: unknown argument $1 (use --dry-run, --epochs N, --seeds LIST," \
-            "--configs LIST)" >&2
+    *) echo "gpu_study.sh: unknown argument $1 (use --dry-run, --parallel, --epochs N," \
+            "--seeds LIST, --configs LIST)" >&2
        exit 2 ;;
   esac
   shift
@@ -88,25 +94,13 @@ echo "epochs $epochs, seeds $seeds, configs $configs, ${sets[*]}" | tee "$work/s
 # -- 1 and 2: the seeds ------------------------------------------------------------------------
 auroc_pids=()
 done_seeds=()
-for s in $seeds; do
-  left=$(( budget - ($(date +%s) - start) - 60 ))  # 60 s kept for the last AUROC and the tables
-  if [ "$left" -lt 60 ]; then
-    echo "gpu_study.sh: ${left}s left of the ${budget}s budget: seed $s and later not started"
-    break
-  fi
-  say "seed $s: paper_width.py run --epochs $epochs --configs $configs (cap ${left}s)"
-  set +e
-  # shellcheck disable=SC2086
-  timeout "$left" "$py" benchmarks/paper_width.py run --out "$work/seed$s" --seed "$s" \
-    --epochs "$epochs" --configs $configs --precision "$precision" "${sets[@]}" \
-    >"$work/seed$s.log" 2>&1
-  rc=$?
-  set -e
-  tail -n 12 "$work/seed$s.log"
+after_seed() {  # after_seed SEED EXIT: report, start variance_auroc.py on its VSSL run, pack
+  local s=$1 rc=$2
+  tail -n 16 "$work/seed$s.log"
   if [ "$rc" != 0 ]; then
     echo "seed $s stopped with exit $rc: see seed$s.log (and seed$s/<config>.log) in the tarball"
     pack
-    continue
+    return
   fi
   done_seeds+=("$work/seed$s")
   if [[ " $configs " == *" vssl "* ]]; then
@@ -118,7 +112,45 @@ for s in $seeds; do
     auroc_pids+=($!)
   fi
   pack
-done
+}
+run_seed() {  # run_seed SEED CAP: paper_width.py run for one seed into seed$SEED/
+  # shellcheck disable=SC2086
+  timeout "$2" "$py" benchmarks/paper_width.py run --out "$work/seed$1" --seed "$1" \
+    --epochs "$epochs" --configs $configs --precision "$precision" "${sets[@]}" \
+    >"$work/seed$1.log" 2>&1
+}
+if [ "$parallel" = 1 ]; then
+  # every seed at once: their compiles overlap and the GPU, shared by all runs, stays busy
+  left=$(( budget - ($(date +%s) - start) - 60 ))
+  say "seeds $seeds at once: paper_width.py run --epochs $epochs --configs $configs (cap ${left}s)"
+  declare -A seed_pid
+  for s in $seeds; do
+    run_seed "$s" "$left" &
+    seed_pid[$s]=$!
+  done
+  for s in $seeds; do
+    set +e
+    wait "${seed_pid[$s]}"
+    rc=$?
+    set -e
+    say "seed $s finished (exit $rc)"
+    after_seed "$s" "$rc"
+  done
+else
+  for s in $seeds; do
+    left=$(( budget - ($(date +%s) - start) - 60 ))  # 60 s kept for the last AUROC and tables
+    if [ "$left" -lt 60 ]; then
+      echo "gpu_study.sh: ${left}s left of the ${budget}s budget: seed $s and later not started"
+      break
+    fi
+    say "seed $s: paper_width.py run --epochs $epochs --configs $configs (cap ${left}s)"
+    set +e
+    run_seed "$s" "$left"
+    rc=$?
+    set -e
+    after_seed "$s" "$rc"
+  done
+fi
 
 say "waiting for variance_auroc.py"
 for p in "${auroc_pids[@]}"; do wait "$p" || echo "a variance_auroc.py run failed: see auroc-seed*.log"; done

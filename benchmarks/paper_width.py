@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -99,11 +100,6 @@ def _start(cmd: list[str], **kwargs) -> subprocess.Popen:
     return p
 
 
-def _call(cmd: list[str]) -> None:
-    if (rc := _start(cmd).wait()) != 0:
-        raise SystemExit(f"exit {rc}: {' '.join(cmd[1:])}")
-
-
 def run(args: argparse.Namespace) -> None:
     from vssl.io import write_text
 
@@ -134,17 +130,32 @@ def run(args: argparse.Namespace) -> None:
 
     # extraction takes everything but the data settings from the checkpoint
     data_sets = [kv for kv in args.set if kv.split(".", 1)[0].split("=", 1)[0] in DATA_SECTIONS]
-    for c in args.configs:
+
+    def evaluate(c: str) -> str:
+        """`vssl extract` then `vssl probe` for one config; returns their output and times."""
         feats = out / "features" / c
         common = ["--profile", PROFILE, *set_args(data_sets), "--no-mlflow"]
-        _call(
+        steps = [
             vssl_cli("extract", "--checkpoint", str(checkpoint(out / c)), "--dataset", DATASET,
-                     "--out", str(feats), *common)
-        )  # fmt: skip
-        _call(
+                     "--out", str(feats), *common),
             vssl_cli("probe", "--features", str(feats), "--out", str(out / "probes" / f"{c}.json"),
-                     *common)
-        )  # fmt: skip
+                     *common),
+        ]  # fmt: skip
+        text = ""
+        for cmd in steps:
+            t = time.time()
+            p = _start(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            text += p.communicate()[0] + f"{cmd[2]} {c}: {time.time() - t:.0f} s\n"
+            if p.returncode != 0:
+                raise SystemExit(f"{text}exit {p.returncode}: {' '.join(cmd[1:])}")
+        return text
+
+    # The configs' evaluations are independent: side by side, as their pretraining was.
+    start = time.time()
+    with ThreadPoolExecutor(max_workers=len(args.configs)) as pool:
+        for text in pool.map(evaluate, args.configs):
+            print(text, end="", flush=True)
+    print(f"extraction and probes: {time.time() - start:.0f} s", flush=True)
     report(argparse.Namespace(out=str(out)))
 
 

@@ -50,11 +50,15 @@ def _tar_text(tar: tarfile.TarFile, name: str) -> str:
 
 @pytest.mark.slow
 def test_dry_run_on_cpu(data_root, tmp_path):
-    """Two seeds of VSSL, BYOL and the floor at toy sizes (about 2 minutes): each seed's
-    probes, the variance readout of each VSSL checkpoint, and the seeds table, all in the
-    tarball the device tool brings back (no checkpoints or feature arrays in it)."""
-    run = _study(tmp_path, data_root, "--dry-run", "--epochs", "2", "--seeds", "0 1")
+    """Two seeds of VSSL, BYOL and the floor at toy sizes, trained at once (``--parallel``,
+    about 1.5 minutes): each seed's probes, the variance readout of each VSSL checkpoint, and the
+    seeds table, all in the tarball the device tool brings back (no checkpoints or feature
+    arrays in it). The one-seed-after-another loop shares every step but the waiting."""
+    argv = ["--dry-run", "--parallel", "--epochs", "2", "--seeds", "0 1"]
+    run = _study(tmp_path, data_root, *argv)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "== seeds 0 1 at once" in run.stdout
+    assert run.stdout.index("seed 0 finished (exit 0)") < run.stdout.index("seed 1 finished")
     out = tmp_path / "out"
     with tarfile.open(out / "study.tar.gz") as tar:
         names = tar.getnames()

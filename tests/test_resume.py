@@ -218,6 +218,25 @@ def test_signal_stops_cleanly_and_resumes_exactly(
     assert history(full) == history(out)
 
 
+def test_a_signal_after_a_checkpoint_saves_the_state_remembered_since(
+    smoke_params, mlflow_uri, tmp_path
+):
+    """checkpoint_every=2, 3 steps per epoch: epoch 2 is checkpointed, epoch 3 kept in memory
+    (the same host buffers the checkpoint went through), and the signal arrives during epoch 4:
+    the saved state is epoch 3's, and the resumed run equals an uninterrupted one."""
+    sets = ["pretrain.checkpoint_every=2"]
+    out = tmp_path / "run"
+    proc = _run_with_signal(args(out, epochs=5, sets=sets), "SIGTERM", at=11, cwd=tmp_path)
+    assert proc.returncode == 143, proc.stderr
+    ck = torch.load(out / "checkpoint.partial.pt", weights_only=True)
+    assert ck["epoch"] == 3 and ck["global_step"] == 9 and len(history(out)) == 3
+    assert main(args(out, epochs=5, sets=sets, extra=["--resume"])) == 0
+    full = tmp_path / "full"
+    assert main(args(full, epochs=5, sets=sets)) == 0
+    _model_equal(full / "checkpoint.pt", out / "checkpoint.pt")
+    assert history(full) == history(out)
+
+
 @pytest.mark.slow
 def test_sigterm_to_the_process_group_with_dataloader_workers(smoke_params, mlflow_uri, tmp_path):
     """SLURM's scancel and Snakemake signal every process of the job: DataLoader workers die of

@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from vssl.train import records
 from vssl.train.plan import Plan, PretrainJob, plan_pretraining, process_state, use_cpu
 from vssl.train.signals import Interrupted, StopSignals
+from vssl.train.snapshot import StateSnapshot
 
 log = logging.getLogger("vssl.train")
 
@@ -169,17 +170,6 @@ class _StopAtSignal:
                 close()
 
 
-def _cpu_copy(obj: Any) -> Any:
-    """A copy of a (nested) checkpoint dict whose tensors are new CPU tensors."""
-    if isinstance(obj, Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu_copy(v) for v in obj)
-    return obj
-
-
 # With several processes, how often (micro-steps) they agree on whether a signal arrived.
 SIGNAL_SYNC_EVERY = 8
 
@@ -189,8 +179,8 @@ class _Runner:
 
     stop: StopSignals | None = None  # set by pretrain(); None: signals are not handled
     last_ckpt_epoch: int | None = None  # the completed epochs in last_ckpt
-    _snapshot: dict[str, Any] | None = None  # see _remember
-    _snapshot_epoch: int | None = None
+    _snapshot: StateSnapshot | None = None  # see _remember
+    _snapshot_epoch: int | None = None  # the epoch it holds (None: the last one is on disk)
     _epoch_now = 0  # the epoch in progress (0-based)
     _interrupted: Interrupted | None = None  # the stop already under way (see _stop_on_signal)
 
@@ -327,11 +317,13 @@ class _Runner:
 
     def _checkpoint(self, epoch: int) -> None:
         """Save checkpoint.partial.pt and history.csv of an unfinished run (main process), then
-        sync."""
+        sync. The state reaches the host through the snapshot's pinned buffers (one wait for
+        all copies, instead of torch.save's blocking copy per tensor)."""
         if self.is_main:
-            path = records.save_progress(self.out_dir, self._contents(epoch, False, None))
+            snapshot = self._host_state(epoch)
+            path = records.save_progress(self.out_dir, snapshot.read())
             self.last_ckpt = str(path)
-        self.last_ckpt_epoch, self._snapshot, self._snapshot_epoch = epoch, None, None
+        self.last_ckpt_epoch, self._snapshot_epoch = epoch, None
         self.acc.wait_for_everyone()
 
     # -- stopping on SIGTERM / SIGINT (vssl.train.signals) -------------------------------------
@@ -339,15 +331,23 @@ class _Runner:
     # The state saved on a signal is that of the last completed epoch: a mid-epoch state would
     # need the loader to skip into an epoch and the epoch's running sums, and an epoch-boundary
     # state resumes bit-exactly on CPU like any periodic checkpoint. Epochs that the cadence
-    # does not checkpoint are kept in memory (a CPU copy, main process) for that purpose.
+    # does not checkpoint are kept in memory for that purpose: a host copy in the main process,
+    # refreshed in place and without waiting for the device (vssl.train.snapshot).
 
     def _remember(self, epoch: int) -> None:
         """After an epoch without a checkpoint: keep its state for a checkpoint on a signal."""
         if self.stop is None or not self.params.pretrain.checkpoint_on_signal:
             return
         if self.is_main:
-            self._snapshot = _cpu_copy(self._contents(epoch, False, None))
+            self._host_state(epoch)
         self._snapshot_epoch = epoch
+
+    def _host_state(self, epoch: int) -> StateSnapshot:
+        """Start copying the state after ``epoch`` completed epochs into the host snapshot."""
+        if self._snapshot is None:
+            self._snapshot = StateSnapshot()
+        self._snapshot.update(self._contents(epoch, False, None))
+        return self._snapshot
 
     def _signal_check(self, epoch: int, micro: int) -> None:
         """Before micro-step ``micro`` of ``epoch`` (0-based): stop if a signal arrived. Several
@@ -376,7 +376,7 @@ class _Runner:
         path, done, note = self.last_ckpt, self.last_ckpt_epoch, ""
         if self._snapshot_epoch is not None:
             if self.is_main and self._snapshot is not None:
-                path = str(records.save_progress(self.out_dir, self._snapshot))
+                path = str(records.save_progress(self.out_dir, self._snapshot.read()))
             done = self._snapshot_epoch
         elif path is None:
             note = (

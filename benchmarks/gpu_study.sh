@@ -157,7 +157,7 @@ for p in "${auroc_pids[@]}"; do wait "$p" || echo "a variance_auroc.py run faile
 for f in "$work"/auroc-seed*.log; do
   if [ -f "$f" ]; then
     echo "-- $(basename "$f")"
-    grep -E "^AUROC|^corr|decile" "$f" | head -n 12 || true
+    grep -E "^AUROC|^corr|decile" "$f" | head -n 16 || true
   fi
 done
 

@@ -15,6 +15,14 @@ the linear probe got wrong), scores every held-out image by
 * ``cross-view disagreement``: ``1 - cos(mu_s(view a), mu_t(view b))`` averaged over
   ``--draws`` pairs of views, the quantity the likelihood fits the student's variance to;
 * ``-feature norm``: minus the backbone feature's norm (a method-free baseline);
+* ``KL(posterior, prior) (clean)`` and ``likelihood term (clean)``: VSSL's own two terms
+  (:func:`vssl.methods.vssl.vssl_pair_terms`, the checkpoint's settings) between the student's
+  posterior and the teacher's prior of the *same* clean image: how much the model's two halves
+  disagree about it (the likelihood's sample seeded);
+* ``student-teacher disagreement (clean)``: ``1 - cos(mu_s(x), mu_t(x))`` on the clean image;
+* ``-similarity to 20 nearest train images``: minus the mean cosine similarity of the image's
+  backbone feature to its 20 nearest training features (a label-free density score: images in
+  sparse regions of the representation);
 
 and prints each one's AUROC for separating the probe's errors from its hits (0.5: no
 information), plus the correlation between predicted variance and disagreement (does the
@@ -59,6 +67,7 @@ from vssl.augment import TensorTwoViewAugment, eval_transform, get_preset  # noq
 from vssl.data import get_spec, load_tensors  # noqa: E402
 from vssl.eval.linear import linear_probe  # noqa: E402
 from vssl.eval.uncertainty import auroc  # noqa: E402
+from vssl.methods.vssl import Gaussian, vssl_pair_terms  # noqa: E402
 from vssl.train.checkpoint import load_checkpoint, method_from_checkpoint  # noqa: E402
 
 
@@ -133,11 +142,19 @@ def scores(trained: Trained, sidecar: Path, draws: int, seed: int) -> dict:
                 dis[i : i + 500] += (1 - F.cosine_similarity(q.mu, t.mu)).numpy() / draws
                 var_views[i : i + 500] += q.logvar.exp().mean(1).numpy() / draws
         clean = tf(x)
-        _, lv = model.prior(clean)
-        lv_student = model.gaussian(clean)[1]
+        mu_t, lv = model.prior(clean)
+        mu_s, lv_student = model.gaussian(clean)
         var_student_clean = lv_student.exp().mean(1).numpy()
         entropy_student_clean = lv_student.mean(1).numpy()
-        norm = model.backbone(clean).norm(dim=1).numpy()
+        feats = model.backbone(clean)
+        norm = feats.norm(dim=1).numpy()
+        # VSSL's own terms between the two halves' Gaussians of the same clean image
+        nll, kl = vssl_pair_terms(Gaussian(mu_s, lv_student), Gaussian(mu_t, lv), **model.terms)
+        st_dis = (1 - F.cosine_similarity(mu_s, mu_t)).numpy()
+        xt, _ = load_tensors(trained.dataset, "train", trained.params)
+        bank = torch.cat([model.backbone(tf(xt[i : i + 500])) for i in range(0, len(xt), 500)])
+        sim = F.normalize(feats, dim=1) @ F.normalize(bank, dim=1).T
+        density = sim.topk(20, dim=1).values.mean(1).numpy()
     var_clean = lv.exp().mean(1).numpy()
     return {
         "n_test": n,
@@ -149,6 +166,10 @@ def scores(trained: Trained, sidecar: Path, draws: int, seed: int) -> dict:
             "student variance (views)": auroc(var_views, wrong),
             "cross-view disagreement": auroc(dis, wrong),
             "-feature norm": auroc(-norm, wrong),
+            "KL(posterior, prior) (clean)": auroc(kl.numpy(), wrong),
+            "likelihood term (clean)": auroc(nll.numpy(), wrong),
+            "student-teacher disagreement (clean)": auroc(st_dis, wrong),
+            "-similarity to 20 nearest train images": auroc(-density, wrong),
         },
         "corr(student variance, disagreement)": float(np.corrcoef(var_views, dis)[0, 1]),
         "corr(teacher variance, disagreement)": float(np.corrcoef(var_clean, dis)[0, 1]),
@@ -266,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.crop_levels:
         res["information_loss"] = information_loss(trained, args.crop_levels, args.seed)
     for name, value in res["auroc"].items():
-        print(f"AUROC {name:<26} {value:.3f}")
+        print(f"AUROC {name:<38} {value:.3f}")
     for key in ("corr(student variance, disagreement)", "corr(teacher variance, disagreement)"):
         print(f"{key:<40} {res[key]:+.3f}")
     parts = res["reported score"]

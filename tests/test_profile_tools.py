@@ -186,3 +186,21 @@ def test_epoch_costs_times_each_event_and_projects_a_cadence(cifar_mini_root, ca
     ev, ck, total = map(float, m.groups())
     assert ev > 0 and total == pytest.approx(ev + ck, abs=0.11)
     assert [getattr(engine._Runner, n) for n in names] == real
+
+
+def test_snapshot_cost_times_both_copies_on_a_runs_real_state(cifar_mini_root, tmp_path, capsys):
+    """benchmarks/snapshot_cost.py (tiny, CPU): the state of a run after one step (the
+    optimiser's momentum included), every copy timed, the JSON written."""
+    cost = load_benchmark("snapshot_cost.py", "snapshot_cost_bench")
+    argv = ["--profile", "smoke", "--repeats", "2", "--out", str(tmp_path / "s.json")]
+    for s in ["backbone.width=4", "data.test_subset=32"]:
+        argv += ["--set", s]
+    assert cost.main(argv) == 0
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert res["state_mb"] > 0 and res["device"] == "cpu" and res["repeats"] == 2
+    assert set(res["seconds"]) == {
+        "checkpoint contents", "fresh copies", "snapshot, host", "snapshot, landed"
+    }  # fmt: skip
+    assert all(r["median"] > 0 and r["min"] <= r["median"] <= r["max"]
+               for r in res["seconds"].values())  # fmt: skip
+    assert "fresh copies / snapshot (host held)" in capsys.readouterr().out

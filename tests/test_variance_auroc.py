@@ -100,3 +100,39 @@ def test_scores_read_the_posterior_of_the_clean_image(bench, smoke_params, tmp_p
     assert res["auroc"]["student entropy (clean)"] == pytest.approx(1.0)
     assert res["probe_error_rate"] == pytest.approx(wrong.mean())
     assert all(0 <= v <= 1 for v in res["auroc"].values())
+
+
+@pytest.mark.parametrize(
+    "score", ["KL(posterior, prior) (clean)", "-similarity to 20 nearest train images"]
+)
+def test_the_terms_and_the_density_score_rank_what_they_say(
+    bench, smoke_params, tmp_path: Path, score: str
+) -> None:
+    """Errors placed exactly on the images with the largest VSSL KL between the student's and
+    the teacher's Gaussians of the same clean image (or the sparsest neighbourhoods among the
+    training features) get an AUROC of 1 from that score: the sign and the inputs are right."""
+    import pandas as pd
+    import torch.nn.functional as F
+
+    from vssl.config import load_params
+    from vssl.data import load_tensors
+    from vssl.methods.vssl import Gaussian, vssl_pair_terms
+
+    params = load_params(ROOT / "params.yaml", profile="smoke", overrides=TINY)
+    trained = bench.load_trained(make_checkpoint(tmp_path / "vssl.pt", params, "vssl"))
+    m, tf = trained.model, trained.tf
+    x, y = load_tensors(trained.dataset, "test", trained.params)
+    xt, _ = load_tensors(trained.dataset, "train", trained.params)
+    with torch.no_grad():
+        if score.startswith("KL"):
+            q, p = Gaussian(*m.gaussian(tf(x))), Gaussian(*m.prior(tf(x)))
+            value = vssl_pair_terms(q, p, **m.terms)[1].numpy()
+        else:
+            f, bank = F.normalize(m.backbone(tf(x)), dim=1), F.normalize(m.backbone(tf(xt)), dim=1)
+            value = -(f @ bank.T).topk(20, dim=1).values.mean(1).numpy()
+    wrong = value > np.median(value)
+    side = tmp_path / "side.csv"
+    pd.DataFrame(
+        {"label": y.numpy(), "correct": (~wrong).astype(int), "mean_variance": 1.0}
+    ).to_csv(side, index=False)
+    assert bench.scores(trained, side, draws=1, seed=0)["auroc"][score] == pytest.approx(1.0)

@@ -5,9 +5,10 @@ The state (model, teacher, optimiser, probe; about 200 MB at the paper's width) 
 host buffers that are allocated once and reused. On CUDA the buffers are pinned and the copies
 are issued with ``non_blocking=True``: they queue on the current stream behind the epoch's last
 kernels and ahead of the next epoch's, so they copy exactly the epoch's final state while the
-host goes on, and only :meth:`StateSnapshot.read` waits for them. (A fresh pageable copy of each
-tensor, what the engine did before, blocked the host for 0.16 s an epoch on an H100 at full
-CIFAR-10's size: 6 % of training time at the paper's cadence, ``benchmarks/epoch_costs.py``.)
+host goes on, and only :meth:`StateSnapshot.read` waits for them. Before, the engine made a
+fresh pageable host tensor per state tensor, each copy a blocking transfer: 0.16 s on an H100 at
+full CIFAR-10's size in the one (first-epoch) sample of ``benchmarks/epoch_costs.py``'s first GPU
+run; ``benchmarks/snapshot_cost.py`` times both ways.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ class StateSnapshot:
     plain values).
 
     :meth:`update` copies the tensors into buffers keyed by their place in the structure (a
-    buffer is reallocated only when a tensor's shape or dtype changes there); plain values are
-    kept as given (the checkpoint dicts hold fresh or immutable ones). :meth:`read` returns the
+    buffer is reallocated only when a tensor's shape, layout or dtype changes there); dicts,
+    lists and tuples are rebuilt, other values kept as given (numbers, strings). :meth:`read` returns the
     copy once every copy has landed. The buffers are overwritten by the next :meth:`update`:
     read or save the copy before that.
     """
@@ -40,8 +41,9 @@ class StateSnapshot:
         devices: set[torch.device] = set()
         self._contents = self._copy(contents, (), devices)
         for device in devices:  # one event per CUDA device whose tensors were copied
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(device))
+            with torch.cuda.device(device):
+                event = torch.cuda.Event()
+                event.record()
             self._pending.append(event)
 
     def read(self) -> Any:

@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +50,16 @@ def fresh_copies(obj: Any) -> Any:
     return obj
 
 
-def tensor_bytes(obj: Any) -> int:
+def tensors(obj: Any) -> Iterator[Tensor]:
+    """The tensors of a nested checkpoint dict."""
     if isinstance(obj, Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
-    return 0
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from tensors(v)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,12 +130,12 @@ def main(argv: list[str] | None = None) -> int:
             for name, fn in cases.items():
                 times[name].append(time_it(fn))
                 snap.read()
-        mb = tensor_bytes(state) / 1e6
+        mb = sum(t.numel() * t.element_size() for t in tensors(state)) / 1e6
 
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(
         f"{args.profile} profile, {args.method}, batch {bs}, {name}: state {mb:.0f} MB "
-        f"in {sum(1 for _ in _tensors(state))} tensors; {args.repeats} paired repeats, seconds"
+        f"in {sum(1 for _ in tensors(state))} tensors; {args.repeats} paired repeats, seconds"
     )
     print("| copy | min | median | max | GB/s (median) |")
     print("|---|---:|---:|---:|---:|")
@@ -162,17 +164,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         write_text(Path(args.out), json.dumps(res, indent=2) + "\n")
     return 0
-
-
-def _tensors(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _tensors(v)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,27 @@ def test_dry_run_on_cpu(data_root, tmp_path):
         prof = json.loads((out / f"profile-{method}.json").read_text())
         assert prof["method"] == method and prof["phases_per_step_ms"]["backward"]["host_ms"] > 0
     # --with-tests: the CUDA-only tests were collected and, without CUDA, skipped
-    assert "4 skipped" in (out / "pytest-cuda.log").read_text()
+    assert "5 skipped" in (out / "pytest-cuda.log").read_text()
     costs = (out / "epoch-costs.log").read_text()  # --with-epoch-costs
     assert "cifar10-mini x2:" in costs and "of training time" in costs
+    assert json.loads((out / "snapshot-cost.json").read_text())["state_mb"] > 0
+
+
+@pytest.mark.slow
+def test_only_the_epoch_costs(data_root, tmp_path):
+    """--only-epoch-costs (about 25 s here): the state copy and the work between epochs, and
+    neither the throughput table nor the engine runs."""
+    env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path / "out"), VSSL_DATA_ROOT=str(data_root))
+    env["TMPDIR"] = str(tmp_path)
+    env.pop("OUT", None)
+    run = subprocess.run(
+        ["bash", str(SCRIPT), "--dry-run", "--only-epoch-costs"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".csv") == [
+        "epoch-costs.log", "snapshot-cost.json", "snapshot-cost.log"
+    ]  # fmt: skip
+    assert "fresh copies / snapshot (host held)" in run.stdout
+    assert "of training time" in (out / "epoch-costs.log").read_text()

@@ -50,15 +50,17 @@ def _tar_text(tar: tarfile.TarFile, name: str) -> str:
 
 @pytest.mark.slow
 def test_dry_run_on_cpu(data_root, tmp_path):
-    """Two seeds of VSSL, BYOL and the floor at toy sizes, trained at once (``--parallel``,
-    about 1.5 minutes): each seed's probes, the variance readout of each VSSL checkpoint, and the
-    seeds table, all in the tarball the device tool brings back (no checkpoints or feature
-    arrays in it). The one-seed-after-another loop shares every step but the waiting."""
+    """Two seeds of VSSL, BYOL and the floor at toy sizes, side by side (``--parallel``, about
+    1.5 minutes; seed 1 starts once seed 0 has logged its first epoch): each seed's probes, the
+    variance readout of each VSSL checkpoint, and the seeds table, all in the tarball the device
+    tool brings back (no checkpoints or feature arrays in it). The one-seed-after-another loop
+    shares every step but the waiting."""
     argv = ["--dry-run", "--parallel", "--epochs", "2", "--seeds", "0 1"]
     run = _study(tmp_path, data_root, *argv)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "== seeds 0 1 at once" in run.stdout
-    assert run.stdout.index("seed 0 finished (exit 0)") < run.stdout.index("seed 1 finished")
+    marks = ["== seed 0: paper_width", "== seed 1: paper_width", "seed 0 finished (exit 0)"]
+    assert [run.stdout.index(m) for m in marks] == sorted(run.stdout.index(m) for m in marks)
+    assert "seed 1 finished (exit 0)" in run.stdout
     out = tmp_path / "out"
     with tarfile.open(out / "study.tar.gz") as tar:
         names = tar.getnames()
@@ -77,3 +79,15 @@ def test_dry_run_on_cpu(data_root, tmp_path):
     assert set(per_run.loc[per_run.config != "random", "epochs"]) == {2}  # complete schedules
     assert per_run.loc[per_run.config == "vssl", "error AUROC"].notna().all()
     assert "VSSL minus BYOL, paired by seed" in (out / "seeds.md").read_text()
+    # the stagger: seed 1's runs logged their first line after seed 0's runs logged epoch 1
+    with tarfile.open(out / "study.tar.gz") as tar:
+        seed0 = [_tar_text(tar, f"seed0/{c}.log") for c in ("vssl", "byol")]
+        seed1 = [_tar_text(tar, f"seed1/{c}.log") for c in ("vssl", "byol")]
+    epoch1 = max(_stamp(t, "epoch 1/") for t in seed0)
+    assert min(_stamp(t, "INFO") for t in seed1) >= epoch1
+
+
+def _stamp(log: str, marker: str) -> str:
+    """The HH:MM:SS.mmm stamp of the first log line holding ``marker``."""
+    line = next(ln for ln in log.splitlines() if marker in ln)
+    return line.split()[0]

@@ -186,6 +186,8 @@ def summarise(history: pd.DataFrame, probe: dict | None) -> dict:
         row["kNN-20 top-1"] = round(probe["knn20_top1"], 1)
         if "uncertainty_error_auroc" in probe:
             row["error AUROC (posterior variance)"] = round(probe["uncertainty_error_auroc"], 3)
+        if probe.get("uncertainty_error_auroc_knn20") is not None:  # probes since 2026-11-27
+            row["error AUROC, kNN-20's errors"] = round(probe["uncertainty_error_auroc_knn20"], 3)
     steady = history["images_per_second"].iloc[1:] if len(history) else []
     if len(steady):
         row["images/s (epochs 2+, median)"] = round(float(steady.median()), 1)
@@ -248,6 +250,7 @@ def seed_rows(folders: list[Path]) -> pd.DataFrame:
                 "linear top-1": probe["linear_top1"],
                 "kNN-20 top-1": probe["knn20_top1"],
                 "error AUROC": probe.get("uncertainty_error_auroc"),
+                "error AUROC, kNN-20's errors": probe.get("uncertainty_error_auroc_knn20"),
             }
             hist_path = folder / c / "history.csv"
             history = pd.read_csv(hist_path) if hist_path.is_file() else pd.DataFrame()

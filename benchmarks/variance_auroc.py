@@ -24,12 +24,14 @@ the linear probe got wrong), scores every held-out image by
   backbone feature to its 20 nearest training features (a label-free density score: images in
   sparse regions of the representation);
 
-and prints each one's AUROC for separating the probe's errors from its hits (0.5: no
-information), plus the correlation between predicted variance and disagreement (does the
-variance learn what it is trained to predict?). The reported score is also taken apart
-(:func:`anatomy`, from the sidecar alone): the error rate per variance decile, the AUROC within
-each class (how much of the ranking is "which class is easy"), and the classes of the most
-confident decile.
+and prints each one's AUROC for separating the probe's errors from its hits, then the main
+ones against the errors of the kNN-20 probe (the pipeline's, on the same backbone features),
+with that probe's own confidence (``1 -`` the winning class's share of the weighted votes) as
+a reference that is not label-free (0.5: no information), and the correlation between
+predicted variance and disagreement (does the variance learn what it is trained to predict?).
+The reported score is also taken apart (:func:`anatomy`, from the sidecar alone): the error
+rate per variance decile, the AUROC within each class (how much of the ranking is "which class
+is easy"), and the classes of the most confident decile.
 
 ``--crop-levels`` adds the *information-loss* test: every held-out image is centre-cropped to
 a fraction ``s`` of its area and resized back (the training recipe's main way of removing
@@ -65,7 +67,9 @@ if str(ROOT) not in sys.path:
 
 from vssl.augment import TensorTwoViewAugment, eval_transform, get_preset  # noqa: E402
 from vssl.data import get_spec, load_tensors  # noqa: E402
+from vssl.eval.knn import knn_classify_multi  # noqa: E402
 from vssl.eval.linear import linear_probe  # noqa: E402
+from vssl.eval.metrics import class_rank  # noqa: E402
 from vssl.eval.uncertainty import auroc  # noqa: E402
 from vssl.methods.vssl import Gaussian, vssl_pair_terms  # noqa: E402
 from vssl.train.checkpoint import load_checkpoint, method_from_checkpoint  # noqa: E402
@@ -151,11 +155,25 @@ def scores(trained: Trained, sidecar: Path, draws: int, seed: int) -> dict:
         # VSSL's own terms between the two halves' Gaussians of the same clean image
         nll, kl = vssl_pair_terms(Gaussian(mu_s, lv_student), Gaussian(mu_t, lv), **model.terms)
         st_dis = (1 - F.cosine_similarity(mu_s, mu_t)).numpy()
-        xt, _ = load_tensors(trained.dataset, "train", trained.params)
+        xt, yt = load_tensors(trained.dataset, "train", trained.params)
         bank = torch.cat([model.backbone(tf(xt[i : i + 500])) for i in range(0, len(xt), 500)])
         sim = F.normalize(feats, dim=1) @ F.normalize(bank, dim=1).T
         density = sim.topk(20, dim=1).values.mean(1).numpy()
+        # the kNN-20 probe's own votes (the pipeline's kNN: cosine, weights exp(s / 0.07))
+        votes = knn_classify_multi(bank, yt, feats, [20], 0.07, int(max(yt.max(), y.max())) + 1)
+        votes = votes[20]
+        knn_wrong = (class_rank(votes, y) != 0).numpy()
+        knn_conf = (votes / votes.sum(1, keepdim=True)).max(1).values.numpy()
     var_clean = lv.exp().mean(1).numpy()
+    st_knn = {
+        "student variance (clean)": var_student_clean,
+        "teacher variance (clean)": var_clean,
+        "cross-view disagreement": dis,
+        "-feature norm": -norm,
+        "student-teacher disagreement (clean)": st_dis,
+        "-similarity to 20 nearest train images": -density,
+        "1 - kNN vote share (not label-free; reference)": 1 - knn_conf,
+    }
     return {
         "n_test": n,
         "probe_error_rate": float(wrong.mean()),
@@ -170,6 +188,10 @@ def scores(trained: Trained, sidecar: Path, draws: int, seed: int) -> dict:
             "likelihood term (clean)": auroc(nll.numpy(), wrong),
             "student-teacher disagreement (clean)": auroc(st_dis, wrong),
             "-similarity to 20 nearest train images": auroc(-density, wrong),
+        },
+        "knn20": {
+            "error_rate": float(knn_wrong.mean()),
+            "auroc": {k: auroc(v, knn_wrong) for k, v in st_knn.items()},
         },
         "corr(student variance, disagreement)": float(np.corrcoef(var_views, dis)[0, 1]),
         "corr(teacher variance, disagreement)": float(np.corrcoef(var_clean, dis)[0, 1]),
@@ -290,6 +312,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"AUROC {name:<38} {value:.3f}")
     for key in ("corr(student variance, disagreement)", "corr(teacher variance, disagreement)"):
         print(f"{key:<40} {res[key]:+.3f}")
+    knn = res["knn20"]
+    print(f"against the kNN-20 probe's errors (rate {knn['error_rate']:.2f}):")
+    for name, value in knn["auroc"].items():
+        print(f"  AUROC {name:<46} {value:.3f}")
     parts = res["reported score"]
     rates = " ".join(f"{r:.0f}" for r in parts["error_rate_by_variance_bin"])
     print(f"probe error % by variance decile (low -> high): {rates}")

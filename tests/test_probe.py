@@ -339,7 +339,8 @@ def test_run_probes_vssl_report(tmp_path: Path) -> None:
     assert set(r) == {
         "linear_top1", "linear_top5", "linear_weight_decay", "knn20_top1", "knn20_top5",
         "knn200_top1", "knn200_top5", "n_train", "n_test", "feature_dim", "num_classes",
-        "uncertainty_error_auroc", "uncertainty_mean_variance",
+        "uncertainty_error_auroc", "uncertainty_error_auroc_knn20",
+        "uncertainty_error_auroc_knn200", "uncertainty_mean_variance",
     }  # fmt: skip
     assert (r["n_train"], r["n_test"], r["feature_dim"], r["num_classes"]) == (1500, 600, C, C)
     assert all(0 <= r[k] <= 100 for k in r if k.endswith(("top1", "top5")))
@@ -349,6 +350,13 @@ def test_run_probes_vssl_report(tmp_path: Path) -> None:
         roc_auc_score(~correct, mean_variance(test.logvar))
     )
     assert r["uncertainty_error_auroc"] > 0.75  # the variance really flags the noisy samples
+    # the same variance against the kNN classifier's errors (its top-1 as knn20_top1 counts it)
+    scores = knn_classify_multi(train.features, train.labels, test.features, [20], 0.07, C)[20]
+    knn_correct = scores.argmax(1).numpy() == test.labels
+    assert 100 * knn_correct.mean() == pytest.approx(r["knn20_top1"])
+    assert r["uncertainty_error_auroc_knn20"] == pytest.approx(
+        roc_auc_score(~knn_correct, mean_variance(test.logvar))
+    )
 
     out = tmp_path / "seed0.json"
     written = write_report(report, out)

@@ -100,6 +100,15 @@ def test_scores_read_the_posterior_of_the_clean_image(bench, smoke_params, tmp_p
     assert res["auroc"]["student entropy (clean)"] == pytest.approx(1.0)
     assert res["probe_error_rate"] == pytest.approx(wrong.mean())
     assert all(0 <= v <= 1 for v in res["auroc"].values())
+    # the kNN-20 block: that probe's error rate, as `vssl probe` computes kNN-20 top-1
+    from vssl.eval.knn import knn_accuracy
+
+    xt, yt = load_tensors(trained.dataset, "train", trained.params)
+    with torch.no_grad():
+        bank, feats = trained.model.backbone(trained.tf(xt)), trained.model.backbone(trained.tf(x))
+    top1 = knn_accuracy(bank, yt, feats, y, k=20, temperature=0.07, topk=(1,))[1]
+    assert res["knn20"]["error_rate"] == pytest.approx(1 - top1 / 100)
+    assert all(0 <= v <= 1 for v in res["knn20"]["auroc"].values())
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 ``results.json`` keys (accuracies in percent, [0, 100]):
 ``linear_top1 linear_top5 linear_weight_decay knn{k}_top1 knn{k}_top5`` (one pair per configured
 k, e.g. 20 and 200) ``n_train n_test feature_dim num_classes``, and for VSSL features also
-``uncertainty_error_auroc`` (null when undefined) and ``uncertainty_mean_variance``.
+``uncertainty_error_auroc`` (how well the posterior's mean variance ranks the linear probe's
+errors; null when undefined), ``uncertainty_error_auroc_knn{k}`` (the same variance against
+the k-NN classifier's errors, one per configured k) and ``uncertainty_mean_variance``.
 Per-test-sample linear-probe correctness and (VSSL) variance go to the sidecar
 ``<results stem>.uncertainty.csv`` (:mod:`vssl.eval.uncertainty`), written for every run
 (``mean_variance`` empty without a Gaussian head).
@@ -24,7 +26,7 @@ from vssl.config import ProbeCfg
 from vssl.eval.features import FeatureSet, num_classes_of
 from vssl.eval.knn import knn_classify_multi
 from vssl.eval.linear import LinearProbeResult, linear_probe
-from vssl.eval.metrics import topk_accuracy
+from vssl.eval.metrics import class_rank, topk_accuracy
 from vssl.eval.uncertainty import error_auroc, mean_variance, sidecar_path, write_sidecar
 from vssl.io import write_json
 
@@ -106,6 +108,8 @@ def run_probes(
         acc = topk_accuracy(s, test_y, (1, 5))
         results[f"knn{k}_top1"], results[f"knn{k}_top5"] = acc[1], acc[5]
     seconds["knn"] = time.perf_counter() - t0
+    # correct as knn{k}_top1 counts it (class_rank's tie rule)
+    knn_correct = {k: (class_rank(s, test_y) == 0).cpu().numpy() for k, s in scores.items()}
 
     results.update(
         n_train=train.n, n_test=test.n, feature_dim=train.dim, num_classes=int(num_classes)
@@ -115,6 +119,9 @@ def run_probes(
         report.variance = mean_variance(test.logvar)
         auc = error_auroc(report.variance, report.correct)
         results["uncertainty_error_auroc"] = None if math.isnan(auc) else auc
+        for k, correct in knn_correct.items():
+            auc = error_auroc(report.variance, correct)
+            results[f"uncertainty_error_auroc_knn{k}"] = None if math.isnan(auc) else auc
         results["uncertainty_mean_variance"] = float(report.variance.mean())
     return report
 

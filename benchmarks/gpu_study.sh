@@ -139,14 +139,20 @@ if [ "$parallel" = 1 ]; then
   # first epoch logged): the later ones then find the compiled graphs in the cache (13 s
   # instead of 85 s on an H100) and the GPU, shared by all runs, stays busy.
   declare -A seed_pid
+  started=()
   for s in $seeds; do
     left=$(( budget - ($(date +%s) - start) - 60 ))
+    if [ "$left" -lt 60 ]; then
+      echo "gpu_study.sh: ${left}s left of the ${budget}s budget: seed $s and later not started"
+      break
+    fi
     say "seed $s: paper_width.py run --epochs $epochs --configs $configs (cap ${left}s)"
     run_seed "$s" "$left" &
     seed_pid[$s]=$!
+    started+=("$s")
     first_epoch_done "$s" "${seed_pid[$s]}"
   done
-  for s in $seeds; do
+  for s in ${started[@]+"${started[@]}"}; do
     set +e
     wait "${seed_pid[$s]}"
     rc=$?

@@ -37,11 +37,12 @@ def test_arguments(data_root, tmp_path):
     assert usage.returncode == 0 and "prepare.sh" in usage.stdout
     assert usage.stdout.rstrip().endswith("and seeds.md beside it.")
     assert "set -euo" not in usage.stdout  # the header, not the code
-    # a budget too small for one seed: nothing starts, and the study says so
-    run = _study(tmp_path, data_root, "--dry-run", budget=100)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "seed 0 and later not started" in run.stdout
-    assert not (tmp_path / "out" / "seeds.md").exists()
+    # a budget too small for one seed: nothing starts, and the study says so (both loops)
+    for mode in ([], ["--parallel"]):
+        run = _study(tmp_path, data_root, "--dry-run", *mode, budget=100)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "seed 0 and later not started" in run.stdout
+        assert not (tmp_path / "out" / "seeds.md").exists()
 
 
 def _tar_text(tar: tarfile.TarFile, name: str) -> str:

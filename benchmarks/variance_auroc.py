@@ -160,8 +160,7 @@ def scores(trained: Trained, sidecar: Path, draws: int, seed: int) -> dict:
         sim = F.normalize(feats, dim=1) @ F.normalize(bank, dim=1).T
         density = sim.topk(20, dim=1).values.mean(1).numpy()
         # the kNN-20 probe's own votes (the pipeline's kNN: cosine, weights exp(s / 0.07))
-        votes = knn_classify_multi(bank, yt, feats, [20], 0.07, int(max(yt.max(), y.max())) + 1)
-        votes = votes[20]
+        votes = knn_classify_multi(bank, yt, feats, [20], 0.07, spec.num_classes)[20]
         knn_wrong = (class_rank(votes, y) != 0).numpy()
         knn_conf = (votes / votes.sum(1, keepdim=True)).max(1).values.numpy()
     var_clean = lv.exp().mean(1).numpy()

@@ -108,18 +108,20 @@ def run(args: argparse.Namespace) -> int:
         f"vssl probe: {args.features}: linear top1={r['linear_top1']:.2f} "
         f"top5={r['linear_top5']:.2f} (wd={r['linear_weight_decay']:g})  {knn}"
     )
-    if "uncertainty_error_auroc" in r:
-
-        def fmt(auc: float | None) -> str:
-            return "undefined" if auc is None else f"{auc:.3f}"
-
-        knn_aucs = [
-            f"{fmt(v)} (kNN-{k.rsplit('knn', 1)[1]}'s)"
-            for k, v in r.items()
-            if k.startswith("uncertainty_error_auroc_knn")
-        ]
-        line += f"  uncertainty AUROC={fmt(r['uncertainty_error_auroc'])} (linear's errors)"
-        line += "".join(f", {a}" for a in knn_aucs)
+    aucs = [
+        (
+            "linear's errors"
+            if k == "uncertainty_error_auroc"
+            else f"kNN-{k.rsplit('knn', 1)[1]}'s",
+            v,
+        )
+        for k, v in r.items()
+        if k.startswith("uncertainty_error_auroc")
+    ]
+    if aucs:
+        line += "  uncertainty AUROC=" + ", ".join(
+            f"{'undefined' if v is None else f'{v:.3f}'} ({what})" for what, v in aucs
+        )
     print(line)
     print(f"vssl probe: wrote {', '.join(str(p) for p in written)}")
     return 0

@@ -108,8 +108,6 @@ def run_probes(
         acc = topk_accuracy(s, test_y, (1, 5))
         results[f"knn{k}_top1"], results[f"knn{k}_top5"] = acc[1], acc[5]
     seconds["knn"] = time.perf_counter() - t0
-    # correct as knn{k}_top1 counts it (class_rank's tie rule)
-    knn_correct = {k: (class_rank(s, test_y) == 0).cpu().numpy() for k, s in scores.items()}
 
     results.update(
         n_train=train.n, n_test=test.n, feature_dim=train.dim, num_classes=int(num_classes)
@@ -119,8 +117,8 @@ def run_probes(
         report.variance = mean_variance(test.logvar)
         auc = error_auroc(report.variance, report.correct)
         results["uncertainty_error_auroc"] = None if math.isnan(auc) else auc
-        for k, correct in knn_correct.items():
-            auc = error_auroc(report.variance, correct)
+        for k, s in scores.items():  # correct as knn{k}_top1 counts it (class_rank's ties)
+            auc = error_auroc(report.variance, (class_rank(s, test_y) == 0).cpu().numpy())
             results[f"uncertainty_error_auroc_knn{k}"] = None if math.isnan(auc) else auc
         results["uncertainty_mean_variance"] = float(report.variance.mean())
     return report

@@ -66,8 +66,17 @@ rm -rf "$work" && mkdir -p "$work"
 start=$(date +%s)
 say() { printf '\n== %s (%ds)\n' "$*" "$(( $(date +%s) - start ))"; }
 pack() {  # everything small enough to bring back, as one file (the device tool returns 8)
-  tar -czf "$out/study.tar.gz.tmp" -C "$work" --exclude='*.pt' --exclude='*.npz' . \
-    && mv "$out/study.tar.gz.tmp" "$out/study.tar.gz"
+  # Runs and variance_auroc.py may still be writing: a file that changes or vanishes while tar
+  # reads it (exit 1, or a failed read) leaves an archive of what was there; it is repacked
+  # after every step.
+  local rc=0
+  tar -czf "$out/study.tar.gz.tmp" -C "$work" --exclude='*.pt' --exclude='*.npz' \
+    --warning=no-file-changed --warning=no-file-removed --ignore-failed-read . || rc=$?
+  if [ "$rc" -le 1 ]; then
+    mv "$out/study.tar.gz.tmp" "$out/study.tar.gz"
+  else
+    echo "gpu_study.sh: tar failed (exit $rc); the last archive stays"
+  fi
 }
 
 # shellcheck source=benchmarks/device_env.sh

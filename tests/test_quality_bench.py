@@ -76,7 +76,7 @@ def test_tuning_extends_an_edge_optimum_once(data_root: Path, tmp_path: Path) ->
     text = (ROOT / "params.yaml").read_text()
     cmd = [
         sys.executable, str(SCRIPT), "--profile", "smoke", "--entries", "vssl_nokl",
-        "--lr-factors", "0.3", "1", "--extend-edges", "--out", str(out),
+        "--lr-factors", "0.3", "1", "--extend-edges", "--jobs", "2", "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "VSSL_DATA_ROOT": str(data_root), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)

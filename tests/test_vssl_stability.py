@@ -95,15 +95,21 @@ def stability_failures(
 
 @pytest.fixture(scope="module")
 def histories(tmp_path_factory, data_root):
-    # The three runs side by side, one thread each: on the 2 CI cores this takes about half the
-    # time of one after another with two threads (the width-4 network parallelises poorly).
+    # The three runs side by side, one thread each: on 2 cores 134 s against 175 s one after
+    # another with two threads (the width-4 network parallelises poorly within a run).
     tmp = tmp_path_factory.mktemp("stability")
     env = dict(os.environ, VSSL_DATA_ROOT=str(data_root), OMP_NUM_THREADS="1")
     methods = ("byol", "vssl", "vssl_2025")
     procs = {m: _train(tmp / m, m, env) for m in methods}
-    for m, proc in procs.items():
-        rc = proc.wait(timeout=900)
-        assert rc == 0, (tmp / f"{m}.log").read_text()[-3000:]
+    try:
+        for m, proc in procs.items():
+            rc = proc.wait(timeout=900)
+            assert rc == 0, (tmp / f"{m}.log").read_text()[-3000:]
+    finally:  # a failure or timeout leaves no run behind
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return {m: _history(tmp / m) for m in methods}
 
 

@@ -27,13 +27,14 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vssl.config import load_params  # noqa: E402
 from vssl.eval.linear import linear_probe  # noqa: E402
+from vssl.eval.uncertainty import auroc, mean_variance  # noqa: E402
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -63,7 +64,7 @@ def evaluate(feature_dir: Path, probe_cfg) -> dict:
         raise SystemExit(f"{feature_dir}: no `logvar` in test.npz (not a VSSL extraction)")
     classes = int(max(train["labels"].max(), test["labels"].max())) + 1
     label_free = {
-        "posterior variance": np.exp(test["logvar"].astype(np.float64)).mean(1),
+        "posterior variance": mean_variance(test["logvar"]),
         "-feature norm": -np.linalg.norm(test["features"], axis=1),
         "-similarity to 20 nearest train features": density(train["features"], test["features"]),
     }
@@ -77,15 +78,11 @@ def evaluate(feature_dir: Path, probe_cfg) -> dict:
                 val_fraction=probe_cfg.val_fraction, max_iter=probe_cfg.max_iter,
                 lr=probe_cfg.lr, device="cpu",
             )  # fmt: skip
-        logits = res.test_logits.double().cpu().numpy()
-        errors = (logits.argmax(1) != test["labels"]).astype(int)
-        soft = np.exp(logits - logits.max(1, keepdims=True))
-        confidence = 1 - (soft / soft.sum(1, keepdims=True)).max(1)
-        aurocs = {s: float(roc_auc_score(errors, v)) for s, v in label_free.items()}
-        aurocs["probe's own confidence (knows the classes)"] = float(
-            roc_auc_score(errors, confidence)
-        )
-        out[name] = {"top1": 100 * (1 - errors.mean()), "auroc": aurocs}
+        errors = res.predictions != test["labels"]
+        confidence = 1 - torch.softmax(res.test_logits.double(), 1).max(1).values.numpy()
+        aurocs = {s: auroc(v, errors) for s, v in label_free.items()}
+        aurocs["probe's own confidence (knows the classes)"] = auroc(confidence, errors)
+        out[name] = {"top1": 100 * (1 - float(errors.mean())), "auroc": aurocs}
     return out
 
 

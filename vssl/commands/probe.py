@@ -108,20 +108,18 @@ def run(args: argparse.Namespace) -> int:
         f"vssl probe: {args.features}: linear top1={r['linear_top1']:.2f} "
         f"top5={r['linear_top5']:.2f} (wd={r['linear_weight_decay']:g})  {knn}"
     )
-    aucs = [
-        (
-            "linear's errors"
-            if k == "uncertainty_error_auroc"
-            else f"kNN-{k.rsplit('knn', 1)[1]}'s",
-            v,
-        )
-        for k, v in r.items()
-        if k.startswith("uncertainty_error_auroc")
-    ]
+    aucs = []  # (value, whose errors): the linear probe's, then each kNN's
+    for key, value in r.items():
+        if key.startswith("uncertainty_error_auroc"):
+            k = key.removeprefix("uncertainty_error_auroc").removeprefix("_knn")
+            aucs.append(
+                (
+                    "undefined" if value is None else f"{value:.3f}",
+                    f"kNN-{k}'s" if k else "linear's errors",
+                )
+            )
     if aucs:
-        line += "  uncertainty AUROC=" + ", ".join(
-            f"{'undefined' if v is None else f'{v:.3f}'} ({what})" for what, v in aucs
-        )
+        line += "  uncertainty AUROC=" + ", ".join(f"{v} ({whose})" for v, whose in aucs)
     print(line)
     print(f"vssl probe: wrote {', '.join(str(p) for p in written)}")
     return 0

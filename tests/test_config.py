@@ -188,6 +188,26 @@ def test_dvc_grid_check_prints_the_flags(tmp_path: Path) -> None:
     check_grid_matches_file(path, load_params(path))
 
 
+def test_a_method_clip_that_shadows_pretrains_is_reported(capsys: pytest.CaptureFixture) -> None:
+    # VSSL's own block sets grad_clip_norm: 1.0, which wins over pretrain's: a sweep over
+    # pretrain.grad_clip_norm must say so instead of leaving VSSL at 1.0 silently.
+    p = load_params(PARAMS, profile="smoke", overrides=["pretrain.grad_clip_norm=5"])
+    msg = p.shadowed_clip("vssl")
+    assert msg is not None and "methods.vssl.optimizer.grad_clip_norm=1.0 wins" in msg
+    assert p.optimizer_cfg("vssl")["grad_clip_norm"] == 1.0
+    assert p.shadowed_clip("byol") is None and p.optimizer_cfg("byol")["grad_clip_norm"] == 5.0
+    assert p.shadowed_clip("random") is None
+    assert load_params(PARAMS, profile="smoke").shadowed_clip("vssl") is None
+    same = ["pretrain.grad_clip_norm=1.0"]
+    assert load_params(PARAMS, profile="smoke", overrides=same).shadowed_clip("vssl") is None
+    args = ["validate", "--params", str(PARAMS), "--profile", "smoke", "-q"]
+    assert main([*args, "--set", "pretrain.grad_clip_norm=5"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: grid entry vssl: pretrain.grad_clip_norm=5.0 does not apply to vssl" in err
+    assert "grid entry byol" not in err
+    assert main(args) == 0 and capsys.readouterr().err == ""
+
+
 def test_validate_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["validate", "--params", str(PARAMS), "--profile", "smoke", "-q"]) == 0
     assert capsys.readouterr().out == ""

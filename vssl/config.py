@@ -337,6 +337,20 @@ class Params(_Strict):
         cfg.update({k: v for k, v in over.items() if v is not None})
         return cfg
 
+    def shadowed_clip(self, method: str) -> str | None:
+        """A message when ``pretrain.grad_clip_norm`` is set but ``method``'s own optimizer block
+        sets another value, which wins (a sweep over ``pretrain.grad_clip_norm`` would otherwise
+        leave e.g. VSSL's default clip of 1.0 in place without a word); None otherwise."""
+        general = self.pretrain.grad_clip_norm
+        own = getattr(self.methods, method).optimizer.grad_clip_norm
+        if general is None or own is None or own == general:
+            return None
+        return (
+            f"pretrain.grad_clip_norm={general} does not apply to {method}: its own "
+            f"methods.{method}.optimizer.grad_clip_norm={own} wins (set that key instead, or "
+            "null to use pretrain's)"
+        )
+
     def check_dataset(self, name: str) -> None:
         if name not in self.known_datasets():
             raise ConfigError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import yaml
 
@@ -28,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
 
         check_grid_matches_file(args.params, params)
         write_resolved_inputs(params)
+    for entry in params.grid.methods:
+        shadowed = params.for_entry(entry).shadowed_clip(params.entry_method(entry))
+        if shadowed is not None:
+            print(f"vssl validate: warning: grid entry {entry}: {shadowed}", file=sys.stderr)
     if not args.quiet:
         print(yaml.safe_dump(params.to_dict(), sort_keys=False), end="")
     return 0

@@ -271,6 +271,9 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
             f"{spec.kind} (use auto or false)"
         )
 
+    if (shadowed := params.shadowed_clip(job.method)) is not None:
+        log.warning("%s", shadowed)
+
     # Outputs and the checkpoint to resume, before loading data (cheap and decisive).
     existing = _existing_outputs(out_dir)
     resume_ckpt = resume_path = None

@@ -89,6 +89,11 @@ def test_a_bare_no_is_accelerates_no_mixed_precision() -> None:
         ("=3", "empty key"),
         ("pretrain.epochs=[1", "not valid YAML"),
         ("pretrain.epochs=-1", "pretrain.epochs: Input should be greater than or equal to 0"),
+        # Settings that used to pass validation and fail only after the work had started:
+        ("probe.knn.k=[20, 0]", "probe.knn.k.1: Input should be greater than 0"),
+        ("probe.linear.weight_decays=[-1]", "probe.linear.weight_decays.0: Input should be"),
+        ("grid.seeds=[0, -1]", "grid.seeds.1: Input should be greater than or equal to 0"),
+        ("methods.vssl.logvar_min=5", "logvar_min (5.0) must be below logvar_max (4.0)"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, message: str) -> None:
@@ -129,7 +134,15 @@ def test_unknown_method_and_dataset_in_the_grid(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("a: [1", "not valid YAML"), ("- 1\n- 2\n", "top level must be a mapping")],
+    [
+        ("a: [1", "not valid YAML"),
+        ("- 1\n- 2\n", "top level must be a mapping"),
+        ("profile: quick\nprofile: smoke\n", r"the key 'profile' is given twice \(lines 1 and 2\)"),
+        (
+            "pretrain:\n  epochs: 1\n  epochs: 2\n",
+            r"the key 'epochs' is given twice \(lines 2 and 3\)",
+        ),
+    ],
 )
 def test_malformed_files(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "params.yaml"
@@ -138,6 +151,18 @@ def test_malformed_files(tmp_path: Path, text: str, message: str) -> None:
         load_raw(path)
     with pytest.raises(ConfigError, match="params file not found"):
         load_raw(tmp_path / "missing.yaml")
+
+
+def test_unreadable_params_files(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"\x00\xff")
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_raw(path)
+    with pytest.raises(ConfigError, match="is a folder; pass the YAML file itself"):
+        load_raw(tmp_path)
+    # Anchors and merge keys still work; a key a merge brings in may be overridden.
+    path.write_text("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n")
+    assert load_raw(path)["other"] == {"x": 1, "y": 3}
 
 
 def test_method_and_optimizer_cfg() -> None:

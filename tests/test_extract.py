@@ -125,6 +125,38 @@ def test_extract_vssl_shapes_dtypes_and_determinism(tmp_path: Path, params, ckpt
     assert json.loads((tmp_path / "feats" / "meta.json").read_text()) == train.meta == test.meta
 
 
+def test_writing_features_is_all_or_nothing(tmp_path: Path, monkeypatch) -> None:
+    """A failure on the second split (a full disk) leaves no train.npz without its test.npz and
+    meta.json, and no temporary files; a complete write gives all three."""
+    import errno
+
+    import vssl.eval.extract as extract_mod
+    from vssl.eval.extract import Extraction
+    from vssl.eval.features import FeatureSet, save_features
+
+    rng = np.random.default_rng(0)
+    fs = FeatureSet(rng.normal(size=(6, 4)).astype(np.float32), np.arange(6) % 3)
+    ext = Extraction(train=fs, test=fs, meta={"method": "byol"}, seconds=0.0)
+    calls = []
+
+    def second_fails(path, features):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        save_features(path, features)
+
+    monkeypatch.setattr(extract_mod, "save_features", second_fails)
+    out = tmp_path / "feats"
+    with pytest.raises(OSError, match="No space left"):
+        ext.write(out)
+    assert not out.exists() or list(out.iterdir()) == []
+    monkeypatch.setattr(extract_mod, "save_features", save_features)
+    ext.write(out)
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.npz", "train.npz"]
+    train, _ = load_feature_dir(out)
+    np.testing.assert_array_equal(train.features, fs.features)
+
+
 @pytest.mark.parametrize("method", ["random"])
 def test_extract_deterministic_methods_have_no_gaussian(params, ckpts, method: str) -> None:
     from vssl.train.checkpoint import load_checkpoint
@@ -224,6 +256,15 @@ def test_corrupt_checkpoint_and_bad_requests_leave_no_output(
     argv[4] = "no_such_set"
     assert main(argv) == 2
     assert "unknown dataset 'no_such_set'; known:" in capsys.readouterr().err
+    assert not feats.exists()
+
+    # A run folder with only the partial checkpoint of an unfinished run says so.
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "checkpoint.partial.pt").write_bytes(b"state")
+    argv[2], argv[4] = str(unfinished), DATASET
+    assert main(argv) == 2
+    assert "the run is unfinished (checkpoint.partial.pt is there)" in capsys.readouterr().err
     assert not feats.exists()
 
 

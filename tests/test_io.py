@@ -116,3 +116,53 @@ def test_remove_stale_temporaries_matches_what_atomic_writes_leave(tmp_path: Pat
         [names[2], "checkpoint.pt", "checkpoint.partial.pt", "history.csv", *(p.name for p in keep)]
     )
     assert remove_stale_temporaries(tmp_path / "missing", ["checkpoint.pt"]) == []
+
+
+def test_torch_save_names_a_full_disk_and_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import torch
+
+    from vssl.io import torch_save
+
+    def full(obj, f):  # what torch's zip writer raises when the disk fills up mid-file
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . unexpected pos 595712 vs 595600"
+        )
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match="torch.save failed") as e:
+        torch_save(tmp_path / "checkpoint.pt", {"w": 1})
+    assert e.value.errno in (errno.ENOSPC, errno.EIO)
+    assert e.value.filename == str(tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []
+
+    def other(obj, f):  # any other error passes through unchanged
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(torch, "save", other)
+    with pytest.raises(RuntimeError, match="something else"):
+        torch_save(tmp_path / "checkpoint.pt", {"w": 1})
+
+
+def test_file_system_errors_are_one_line_messages(monkeypatch, capsys) -> None:
+    import errno
+
+    import vssl.commands.table as table_cmd
+    from vssl.cli import main
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "results/table.csv")
+
+    monkeypatch.setattr(table_cmd, "run", full)
+    assert main(["table"]) == 1
+    err = capsys.readouterr().err
+    assert err == "vssl table: error: No space left on device: results/table.csv\n"
+
+    def bug(args):  # an OSError that is not the file system's keeps its traceback
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(table_cmd, "run", bug)
+    with pytest.raises(OSError, match="Invalid argument"):
+        main(["table"])

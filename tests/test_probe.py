@@ -369,6 +369,12 @@ def test_run_probes_vssl_report(tmp_path: Path) -> None:
     assert error_auroc(rows[:, 4], rows[:, 3].astype(bool)) == pytest.approx(
         r["uncertainty_error_auroc"]
     )
+    # With the features' metadata, the file names the run it belongs to (the table checks it).
+    meta = {"dataset": "cifar10_mini", "method": "vssl", "variant": "vssl", "seed": 0, "epoch": 3}
+    write_report(report, out, source=meta)
+    saved = json.loads(out.read_text())
+    assert saved.pop("source") == {k: v for k, v in meta.items() if k != "epoch"}
+    assert saved == pytest.approx(r)
 
 
 def test_run_probes_deterministic_method_has_no_uncertainty() -> None:
@@ -458,6 +464,16 @@ def test_cli_probe_standalone_and_errors(tmp_path: Path, mlflow_uri: str, capsys
     base = ["--params", str(ROOT / "params.yaml"), "--profile", "smoke", "--set", "probe.knn.k=[5]"]
     assert main(["probe", "--features", str(feats), "--out", str(out), *base]) == 0
     assert json.loads(out.read_text())["n_test"] == 120
+    assert "warning" not in capsys.readouterr().err
+
+    # Features of another profile are probed with this profile's settings, and it says so.
+    other = tmp_path / "other"
+    write_feature_dir(other, meta={"profile": "quick", "dataset": "cifar10_mini", "seed": 0})
+    out3 = tmp_path / "r3.json"
+    assert main(["probe", "--features", str(other), "--out", str(out3), "--no-mlflow", *base]) == 0
+    assert (
+        "extracted under profile 'quick'; probing with profile 'smoke'" in capsys.readouterr().err
+    )
 
     np.savez(
         feats / "test.npz", features=np.zeros((3, C), np.float32), labels=np.zeros(4, np.int64)
@@ -491,6 +507,56 @@ def test_write_report_writes_the_sidecar_for_every_run(tmp_path: Path) -> None:
     assert len(side) == 100 and side["mean_variance"].isna().all()
     np.testing.assert_array_equal(side["label"], yt)
     np.testing.assert_array_equal(side["correct"].astype(bool), report.correct)
+
+
+def test_bad_devices_are_config_errors_before_any_work(tmp_path: Path, capsys) -> None:
+    from vssl.cli import main
+    from vssl.config import ConfigError
+    from vssl.eval.device import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="'gpu': not a torch device"):
+        pick_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            pick_device("cuda")
+    # The device is checked before the features are read: the missing folder is not reported.
+    out = str(tmp_path / "p.json")
+    argv = ["probe", "--features", str(tmp_path / "none"), "--out", out, "--no-mlflow"]
+    assert main([*argv, "--device", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "not a torch device" in err and "feature folder" not in err
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--seed", "-5"])
+    assert e.value.code == 2 and "invalid seed -5: must be >= 0" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_report_is_all_or_nothing(tmp_path: Path, monkeypatch) -> None:
+    """A failure while writing results.json (a full disk) keeps the previous pair: no new
+    sidecar beside an old results.json, no temporary files."""
+    import errno
+
+    import vssl.eval.probe as probe_mod
+
+    x, y = one_hot_plus_noise(300, seed=0)
+    xt, yt = one_hot_plus_noise(100, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = run_probes(FeatureSet(x, y), FeatureSet(xt, yt), small_cfg(), seed=0)
+    out = tmp_path / "seed0.json"
+    out.write_text("old results")
+    sidecar_path(out).write_text("old sidecar")
+
+    def full_disk(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(probe_mod, "write_json", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_report(report, out)
+    assert out.read_text() == "old results"
+    assert sidecar_path(out).read_text() == "old sidecar"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0.json", "seed0.uncertainty.csv"]
 
 
 def test_cli_probe_labels_beyond_num_classes_fail_before_mlflow(

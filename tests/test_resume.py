@@ -96,6 +96,7 @@ def test_resume_rejects_mismatches(smoke_params, mlflow_uri, tmp_path, capsys):
         (args(out, epochs=3, extra=["--resume"]), "schedules 2 epochs, this run 3"),
         (args(out, method="byol", extra=["--resume"]), "method='vssl', expected 'byol'"),
         (args(out), "already holds a run"),
+        (args(tmp_path / "zero", epochs=0), "0 epochs would leave vssl untrained"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, message
@@ -387,6 +388,24 @@ def test_pipeline_resume_restarts_a_checkpoint_of_other_settings(
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ck["complete"] and ck["config"]["methods"]["vssl"]["beta"] == 0.5
     assert ck["global_step"] == 6 and not (out / "checkpoint.partial.pt").exists()
+
+
+def test_an_unreadable_state_fails_with_a_hint_or_restarts_in_the_pipeline(
+    smoke_params, mlflow_uri, tmp_path, caplog, capsys
+):
+    """A partial checkpoint torch cannot read (a disk that filled up under an older version, a
+    copy cut short): --resume alone names it and says how to start over; the pipeline's
+    --resume --restart-incompatible starts over instead of failing every rerun."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.partial.pt").write_bytes(b"PK\x03\x04 cut short")
+    assert main(args(out, epochs=1, extra=["--resume"])) == 2
+    err = capsys.readouterr().err
+    assert "corrupt or unreadable checkpoint" in err and "pass --overwrite to start" in err
+    assert main(args(out, epochs=1, extra=["--resume", "--restart-incompatible"])) == 0
+    assert "starting over (--restart-incompatible)" in caplog.text
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["complete"] and not (out / "checkpoint.partial.pt").exists()
 
 
 def test_fingerprint_without_an_added_key_matches_its_old_value(smoke_params):

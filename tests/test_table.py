@@ -55,7 +55,10 @@ def write_fake_results(params, root: Path, with_sidecar: bool = True) -> None:
     rng = np.random.default_rng(0)
     for r in grid_runs(params):
         (root / r.probe).parent.mkdir(parents=True, exist_ok=True)
-        (root / r.probe).write_text(json.dumps(_probe_values(r.dataset, r.method, r.seed)))
+        # As `vssl probe` and the engine write them: each file says which run it belongs to.
+        ident = {"dataset": r.dataset, "method": r.method, "variant": r.variant, "seed": r.seed}
+        probe = {**_probe_values(r.dataset, r.method, r.seed), "source": ident}
+        (root / r.probe).write_text(json.dumps(probe))
         (root / r.run_dir).mkdir(parents=True, exist_ok=True)
         # As vssl.train.engine writes it: `random` takes no optimiser step and has no online probe.
         untrained = r.method == "random"
@@ -64,6 +67,7 @@ def write_fake_results(params, root: Path, with_sidecar: bool = True) -> None:
             "epochs": 2,
             "global_step": 0 if untrained else 8,
             "knn_top1": 25.0,
+            **ident,
         }
         (root / r.metrics).write_text(json.dumps(metrics))
         if r.method == "random":
@@ -173,6 +177,32 @@ def test_malformed_probe_json_names_the_file(tmp_path: Path) -> None:
     (tmp_path / bad.probe).write_text(json.dumps(values))
     with pytest.raises(ReportError, match="linear_top1"):
         load_runs(grid_runs(params), tmp_path)
+
+
+def test_a_file_of_another_run_is_refused(tmp_path: Path) -> None:
+    """A probe JSON or metrics.json copied over another run's would put that run's numbers in
+    the wrong row; each names its run, and the table checks it against the path."""
+    params = _params()
+    write_fake_results(params, tmp_path)
+    runs = grid_runs(params)
+    vssl0 = next(r for r in runs if r.method == "vssl" and r.seed == 0)
+    byol0 = next(r for r in runs if r.method == "byol" and r.seed == 0)
+    vssl1 = next(r for r in runs if r.method == "vssl" and r.seed == 1)
+    original = (tmp_path / byol0.probe).read_text()
+    (tmp_path / byol0.probe).write_text((tmp_path / vssl0.probe).read_text())
+    with pytest.raises(ReportError, match=rf"{byol0.probe}: belongs to another run: method 'vssl'"):
+        load_runs(runs, tmp_path)
+    (tmp_path / byol0.probe).write_text(original)
+    (tmp_path / vssl1.metrics).write_text((tmp_path / vssl0.metrics).read_text())
+    with pytest.raises(ReportError, match=rf"{vssl1.metrics}: belongs to another run: seed 0"):
+        load_runs(runs, tmp_path)
+    # Files written before the identity was recorded are read as before.
+    for r in runs:
+        probe = json.loads((tmp_path / r.probe).read_text())
+        del probe["source"]
+        (tmp_path / r.probe).write_text(json.dumps(probe))
+        (tmp_path / r.metrics).write_text(json.dumps({"epochs": 2, "global_step": 8}))
+    assert len(load_runs(runs, tmp_path)) == len(runs)
 
 
 def test_error_rate_by_variance_decile() -> None:

@@ -7,6 +7,7 @@ Each sub-command lives in ``vssl/commands/<name>.py`` and exposes ``add_argument
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -17,6 +18,17 @@ COMMANDS = {
     "extract": "Extract frozen backbone features (and VSSL's mu/logvar) to .npz",
     "probe": "Linear and kNN probes (and VSSL's uncertainty AUROC) on saved features",
     "table": "Aggregate probe results into results/table.csv and seaborn figures",
+}
+
+
+# Errors of the file system rather than of the code: reported in one line (exit 1).
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC,  # no space left on device
+    errno.EDQUOT,  # disk quota exceeded
+    errno.EROFS,  # read-only file system
+    errno.EACCES,  # permission denied
+    errno.EPERM,
+    errno.EIO,
 }
 
 
@@ -45,6 +57,18 @@ def add_params_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def seed_arg(text: str) -> int:
+    """argparse type of ``--seed``: an integer >= 0 (numpy and torch seed generators refuse
+    negative ones, long after the run has started)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid seed {value}: must be >= 0")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     from vssl.config import ConfigError
 
@@ -54,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"vssl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # The machine, not the code: say which file and why, without a traceback. Outputs are
+        # written all or nothing, so nothing half-written is left behind.
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"vssl {args.command}: error: {e.strerror}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

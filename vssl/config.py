@@ -23,6 +23,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 KNOWN_METHODS = ("vssl", "byol", "mocov3", "simclr", "barlow_twins", "random")
@@ -55,7 +56,7 @@ class GridCfg(_Strict):
     datasets: list[str] = Field(min_length=1)
     # Method names or names declared under `variants:` (checked in `resolve`).
     methods: list[str] = Field(min_length=1)
-    seeds: list[Int] = Field(min_length=1)
+    seeds: list[Annotated[Int, Field(ge=0)]] = Field(min_length=1)  # numpy seeds are >= 0
 
     @field_validator("methods")
     @classmethod
@@ -192,6 +193,14 @@ class VsslCfg(_MomentumCfg):
     logvar_min: Float
     logvar_max: Float
 
+    @model_validator(mode="after")
+    def _logvar_bounds(self) -> VsslCfg:
+        if not self.logvar_min < self.logvar_max:
+            raise ValueError(
+                f"logvar_min ({self.logvar_min}) must be below logvar_max ({self.logvar_max})"
+            )
+        return self
+
 
 class ByolCfg(_MomentumCfg):
     proj_hidden_dim: Int = Field(gt=0)
@@ -234,14 +243,16 @@ class ExtractCfg(_Strict):
 
 
 class LinearProbeCfg(_Strict):
-    weight_decays: list[Float] = Field([0.0, 1e-6, 1e-5, 1e-4, 1e-3], min_length=1)
+    weight_decays: list[Annotated[Float, Field(ge=0)]] = Field(
+        [0.0, 1e-6, 1e-5, 1e-4, 1e-3], min_length=1
+    )
     val_fraction: Float = Field(0.1, gt=0, lt=1)
     max_iter: Int = Field(300, gt=0)  # full-batch L-BFGS iterations
     lr: Float = Field(1.0, gt=0)  # L-BFGS step size
 
 
 class KnnProbeCfg(_Strict):
-    k: list[Int] = Field([20, 200], min_length=1)
+    k: list[Annotated[Int, Field(gt=0)]] = Field([20, 200], min_length=1)
     temperature: Float = Field(0.07, gt=0)
 
 
@@ -471,13 +482,42 @@ def _format_validation_error(e: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
+    silently: two `profile:` lines would run whichever comes second)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: its keys may be overridden, as YAML means
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKeyError(
+                    f"the key {key!r} is given twice (lines {seen[key]} and {line})"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKeyError(Exception):
+    pass
+
+
 def load_raw(path: str | Path) -> dict[str, Any]:
     """Read params.yaml as a dict, with clear errors for a missing or malformed file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"params file {path} is a folder; pass the YAML file itself")
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text())
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    except _DuplicateKeyError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(tree, dict):

@@ -11,8 +11,10 @@ They create nothing.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -192,6 +194,20 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def torch_save(path: str | Path, obj: Any) -> None:
+    """``torch.save`` atomically. When torch's zip writer fails (it reports a full disk as
+    "[enforce fail at inline_container.cc...] unexpected pos ..."), raise an ``OSError`` that
+    names the file and the free space left beside it."""
     import torch
 
-    atomic_write(path, lambda p: torch.save(obj, p))
+    try:
+        atomic_write(path, lambda p: torch.save(obj, p))
+    except RuntimeError as e:
+        if "inline_container" not in str(e) and "PytorchStreamWriter" not in str(e):
+            raise
+        free = shutil.disk_usage(Path(path).parent).free
+        raise OSError(
+            errno.ENOSPC if free < 2**26 else errno.EIO,
+            f"torch.save failed ({free / 2**20:.1f} MiB free on that file system): "
+            f"{str(e).splitlines()[0]}",
+            str(path),
+        ) from e

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     # Every check (output folder, checkpoint, finite weights, params, dataset files) happens
     # before the MLflow run starts or a single image is processed; each is a ConfigError (exit 2).
     check_feature_dir(args.out)
+    device = pick_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
     params = extraction_params(ckpt, args.params, args.profile, args.overrides)
     ckpt_path = args.checkpoint / "checkpoint.pt" if args.checkpoint.is_dir() else args.checkpoint
@@ -54,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_path=ckpt_path,
         allow_dataset_mismatch=args.allow_dataset_mismatch,
     )
-    device = pick_device(args.device)
 
     if args.no_mlflow:
         run_ctx: contextlib.AbstractContextManager = contextlib.nullcontext()

@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from vssl.cli import add_params_arguments
+from vssl.cli import add_params_arguments, seed_arg
 
 if TYPE_CHECKING:
     from vssl.train.plan import PretrainJob
@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="vssl | byol | mocov3 | simclr | barlow_twins | random, or a name under `variants:`",
     )
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=seed_arg, required=True)
     p.add_argument(
         "--out", required=True, help="run folder, e.g. runs/{profile}/{dataset}/{method}/seed{seed}"
     )

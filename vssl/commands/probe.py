@@ -20,7 +20,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from vssl.cli import add_params_arguments
+from vssl.cli import add_params_arguments, seed_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_params_arguments(p)
     p.add_argument(
         "--seed",
-        type=int,
+        type=seed_arg,
         default=None,
         help="seed of the linear probe's validation split (default: the features' pretraining "
         "seed, else 0)",
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_writable_file(args.out)  # OutputPathError (a ConfigError): exit 2, nothing loaded
     check_writable_file(sidecar_path(args.out))
+    device = pick_device(args.device)
     params = load_params(args.params, profile=args.profile, overrides=args.overrides)
     try:
         train, test = features.load_feature_dir(args.features)
@@ -66,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"vssl probe: error: {_one_line(e)}", file=sys.stderr)
         return 2
     meta = train.meta or features.read_meta(args.features)
+    if meta.get("profile") not in (None, params.profile):
+        print(
+            f"vssl probe: warning: the features were extracted under profile "
+            f"{meta['profile']!r}; probing with profile {params.profile!r}'s probe settings "
+            "(pass --profile to choose)",
+            file=sys.stderr,
+        )
     seed = args.seed if args.seed is not None else int(meta.get("seed", 0))
 
     if args.no_mlflow:
@@ -87,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
             params.probe,
             seed=seed,
             num_classes=num_classes,
-            device=pick_device(args.device),
+            device=device,
         )
-        written = write_report(report, args.out)
+        written = write_report(report, args.out, source=meta)
         if not args.no_mlflow:
             tracking.set_tags(
                 {

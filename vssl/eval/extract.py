@@ -31,7 +31,7 @@ import torch
 
 from vssl.config import ConfigError
 from vssl.eval.device import pick_device
-from vssl.eval.features import META_FILE, SPLITS, FeatureSet, save_features, write_meta
+from vssl.eval.features import META_FILE, SPLITS, FeatureSet, save_features
 
 if TYPE_CHECKING:
     from vssl.config import Params
@@ -52,15 +52,17 @@ class Extraction:
     seconds: float
 
     def write(self, out_dir: str | Path) -> list[Path]:
-        """Write ``train.npz``, ``test.npz`` and ``meta.json`` atomically; returns the paths."""
+        """Write ``train.npz``, ``test.npz`` and ``meta.json``, all or nothing (temporary files
+        renamed into place once all three are written); returns the paths."""
+        from vssl.io import staged_paths, write_json
+
         out_dir = Path(out_dir)
-        written = []
-        for split, fs in (("train", self.train), ("test", self.test)):
-            path = out_dir / f"{split}.npz"
-            save_features(path, fs)
-            written.append(path)
-        write_meta(out_dir, self.meta)
-        return [*written, out_dir / "meta.json"]
+        paths = [out_dir / "train.npz", out_dir / "test.npz", out_dir / META_FILE]
+        with staged_paths(paths) as (tmp_train, tmp_test, tmp_meta):
+            save_features(tmp_train, self.train)
+            save_features(tmp_test, self.test)
+            write_json(tmp_meta, dict(self.meta))
+        return paths
 
 
 def extraction_params(

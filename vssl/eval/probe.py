@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from vssl.eval.knn import knn_classify_multi
 from vssl.eval.linear import LinearProbeResult, linear_probe
 from vssl.eval.metrics import class_rank, topk_accuracy
 from vssl.eval.uncertainty import error_auroc, mean_variance, sidecar_path, write_sidecar
-from vssl.io import write_json
+from vssl.io import staged_paths, write_json
 
 
 @dataclass
@@ -124,15 +125,29 @@ def run_probes(
     return report
 
 
-def write_report(report: ProbeReport, out: str | Path) -> list[Path]:
-    """Write results.json (flat, sorted keys) and its uncertainty sidecar, each atomically.
+# What the results JSON records of the run its features came from (``source``): the table
+# checks it against the path it reads the file from.
+SOURCE_KEYS = ("profile", "dataset", "method", "variant", "seed", "checkpoint_sha256")
+
+
+def write_report(
+    report: ProbeReport, out: str | Path, source: Mapping[str, Any] | None = None
+) -> list[Path]:
+    """Write results.json (flat, sorted keys) and its uncertainty sidecar, all or nothing.
 
     The sidecar is written for every run (empty ``mean_variance`` without a Gaussian head), so
-    it is a declared output of the probe stage; it goes first, so a results.json on disk always
-    has its sidecar beside it. Returns ``[results.json, sidecar]``.
+    it is a declared output of the probe stage. Both go to temporary files first and are renamed
+    into place only once both are written (a full disk leaves the previous pair, or nothing, not
+    a new sidecar beside an old results.json). ``source`` (the features' metadata) adds a
+    ``source`` object with its :data:`SOURCE_KEYS`, so a results file copied to another run's
+    place is caught by ``vssl table``. Returns ``[results.json, sidecar]``.
     """
+    results: dict[str, Any] = dict(report.results)
+    if source:
+        results["source"] = {k: source[k] for k in SOURCE_KEYS if k in source}
     out = Path(out)
     side = sidecar_path(out)
-    write_sidecar(side, report.variance, report.test_labels, report.linear.predictions)
-    write_json(out, report.results)
+    with staged_paths([side, out]) as (tmp_side, tmp_out):
+        write_sidecar(tmp_side, report.variance, report.test_labels, report.linear.predictions)
+        write_json(tmp_out, results)
     return [out, side]

@@ -89,6 +89,23 @@ def _number(v: Any) -> float:
     return float(v)
 
 
+def check_identity(run: Run, record: dict[str, Any], path: str) -> None:
+    """Raise ReportError when ``record`` (a probe JSON's ``source``, or metrics.json) names
+    another dataset, method, variant or seed than the run whose path it was read from: a file
+    copied into the wrong place would otherwise put one run's numbers in another's row. Keys a
+    record lacks (files written before they were recorded) are not checked."""
+    expected = {"dataset": run.dataset, "method": run.method, "variant": run.variant}
+    wrong = [
+        f"{k} {record[k]!r} (expected {v!r})"
+        for k, v in expected.items()
+        if k in record and record[k] != v
+    ]
+    if "seed" in record and record["seed"] != run.seed:
+        wrong.append(f"seed {record['seed']!r} (expected {run.seed})")
+    if wrong:
+        raise ReportError(f"{path}: belongs to another run: {', '.join(wrong)}")
+
+
 def load_runs(runs: list[Run], root: str | Path = ".") -> pd.DataFrame:
     """One row per run: dataset, method, variant, seed, every probe value, ``online_probe_top1``,
     ``epochs``.
@@ -104,7 +121,12 @@ def load_runs(runs: list[Run], root: str | Path = ".") -> pd.DataFrame:
         lacking = [k for k in REQUIRED_PROBE_KEYS if k not in probe]
         if lacking:
             raise ReportError(f"{r.probe}: missing key(s) {', '.join(lacking)}")
+        source = probe.pop("source", None)
+        if source is not None and not isinstance(source, dict):
+            raise ReportError(f"{r.probe}: key 'source': expected an object, got {source!r}")
         metrics = _read_json(root / r.metrics)
+        check_identity(r, source or {}, r.probe)
+        check_identity(r, metrics, r.metrics)
         row: dict[str, Any] = {
             "dataset": r.dataset,
             "method": r.method,

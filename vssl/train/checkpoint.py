@@ -69,6 +69,10 @@ class CheckpointError(ConfigError):
     """A missing, corrupt or mismatched checkpoint (a ``ConfigError``: the CLI exits 2)."""
 
 
+class UnreadableCheckpointError(CheckpointError):
+    """A checkpoint file torch cannot read back (truncated, overwritten, not a torch file)."""
+
+
 def rng_state() -> dict[str, Any]:
     """The python, numpy and torch (CPU and CUDA) RNG states, ``weights_only``-loadable."""
     np_state = np.random.get_state(legacy=False)
@@ -120,12 +124,18 @@ def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None) -
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
+        if path.name == CHECKPOINT_NAME and (path.parent / PARTIAL_CHECKPOINT_NAME).is_file():
+            raise CheckpointError(
+                f"checkpoint not found: {path}; the run is unfinished ({PARTIAL_CHECKPOINT_NAME} "
+                "is there): finish it with `vssl pretrain ... --resume`"
+            )
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle errors, disallowed globals...
-        raise CheckpointError(
-            f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {str(e)[:200]})"
+        first_line = (str(e).strip().splitlines() or [""])[0][:300]
+        raise UnreadableCheckpointError(
+            f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {first_line})"
         ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a vssl checkpoint (a {type(ckpt).__name__})")

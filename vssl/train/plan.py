@@ -29,6 +29,7 @@ from vssl.train.checkpoint import (
     CHECKPOINT_NAME,
     PARTIAL_CHECKPOINT_NAME,
     CheckpointError,
+    UnreadableCheckpointError,
     load_checkpoint,
 )
 from vssl.train.records import RUN_FILES
@@ -247,6 +248,12 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
     total_epochs = job.epochs if job.epochs is not None else params.epochs_for(job.dataset)
     if total_epochs < 0:
         raise ConfigError(f"--epochs must be >= 0, got {total_epochs}")
+    if total_epochs == 0 and job.method != "random":
+        # It would write a checkpoint marked complete that no step ever trained.
+        raise ConfigError(
+            f"0 epochs would leave {job.method} untrained; the untrained floor is the method "
+            "`random` (or pass --epochs N with N >= 1)"
+        )
     if job.stop_after is not None and not 0 < job.stop_after <= total_epochs:
         raise ConfigError(f"--stop-after must lie in [1, {total_epochs}], got {job.stop_after}")
     pc = params.pretrain
@@ -288,7 +295,17 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
         )
     if job.resume:
         expect = {"method": job.method, "variant": job.variant, "dataset": job.dataset}
-        found = _checkpoint_to_resume(out_dir, {**expect, "seed": job.seed})
+        try:
+            found = _checkpoint_to_resume(out_dir, {**expect, "seed": job.seed})
+        except UnreadableCheckpointError as e:
+            if not job.restart_incompatible:
+                raise UnreadableCheckpointError(
+                    f"{e}; pass --overwrite to start this run over"
+                ) from None
+            # The pipeline's rules pass --restart-incompatible: a state that cannot be read
+            # would otherwise fail every rerun of the job.
+            log.warning("%s; starting over (--restart-incompatible)", e)
+            found, start_over = None, True
         if found is not None:
             resume_path, resume_ckpt = found
             reason = incompatibility(resume_ckpt, fingerprint, total_epochs)

@@ -434,3 +434,30 @@ def test_checkpoint_written_before_added_keys_still_loads(ckpts) -> None:
     model, params = method_from_checkpoint(old)
     assert params.methods.vssl.variance_input == "head"
     assert model.variance_input == "head"
+
+
+def test_bytes_damaged_inside_a_tensor_are_caught(ckpts, tmp_path: Path) -> None:
+    """torch.load does not check the CRC-32s its zip writer stores: flipped bytes inside a
+    weight load silently. load_checkpoint checks them and refuses the file."""
+    import shutil
+    import zipfile
+
+    from vssl.train.checkpoint import UnreadableCheckpointError, load_checkpoint
+
+    damaged = tmp_path / "checkpoint.pt"
+    shutil.copy(ckpts["vssl"], damaged)
+    with zipfile.ZipFile(damaged) as z:
+        tensors = [i for i in z.infolist() if "/data/" in i.filename]
+        info = max(tensors, key=lambda i: i.file_size)  # the largest tensor's storage
+    with open(damaged, "r+b") as f:
+        f.seek(info.header_offset + 26)  # local header: name and extra-field lengths
+        name_len, extra_len = (int.from_bytes(f.read(2), "little") for _ in range(2))
+        start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+        f.seek(start)
+        chunk = bytes(b ^ 0xFF for b in f.read(16))
+        f.seek(start)
+        f.write(chunk)
+    torch.load(damaged, map_location="cpu", weights_only=True)  # torch itself does not notice
+    with pytest.raises(UnreadableCheckpointError, match=r"CRC-32 of .*data/\d+ does not match"):
+        load_checkpoint(damaged)
+    assert load_checkpoint(ckpts["vssl"])["method"] == "vssl"

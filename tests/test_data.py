@@ -154,6 +154,27 @@ def test_missing_files_say_where(tmp_path, monkeypatch):
     monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match="data root .*nowhere does not exist.*VSSL_DATA_ROOT"):
         load_tensors("cifar10", "train", p)
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path / "a_file"))
+    with pytest.raises(DataError, match="data root .*a_file is a file, not a folder"):
+        load_tensors("cifar10", "train", p)
+
+
+def test_damaged_files_are_not_called_missing(tmp_path, monkeypatch, data_root):
+    """A truncated Fashion-MNIST file is there, just damaged: say so, not 'not found'."""
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (data_root / "FashionMNIST" / "raw").iterdir():
+        (raw / f.name).symlink_to(f)
+    (raw / "t10k-images-idx3-ubyte").unlink()
+    source = data_root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    (raw / "t10k-images-idx3-ubyte").write_bytes(source.read_bytes()[:1000])
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
+    p = load_params(PARAMS, profile="smoke")
+    with pytest.raises(
+        DataError, match=r"the files in .*FashionMNIST/raw are incomplete or damaged"
+    ):
+        build_dataset("fashion_mnist", "test", p)
 
 
 def test_fashion_mnist_dataset(smoke_params):

@@ -164,6 +164,11 @@ _BUILTIN: dict[str, dict[str, Any]] = {
 
 def _root(params: Params) -> Path:
     root = params.data_root_path()
+    if root.exists() and not root.is_dir():
+        raise DataError(
+            f"data root {root} is a file, not a folder (set `data_root` in params.yaml or the "
+            "VSSL_DATA_ROOT environment variable)"
+        )
     if not root.is_dir():
         raise DataError(
             f"data root {root} does not exist (set `data_root` in params.yaml or the "
@@ -328,6 +333,12 @@ def _torchvision_arrays(
     try:
         ds = make(False)
     except (RuntimeError, FileNotFoundError, OSError) as first:
+        if not download and where.is_dir() and any(where.iterdir()):
+            raise DataError(
+                f"dataset {name!r}: the files in {where} are incomplete or damaged "
+                f"({type(first).__name__}: {_one_line(first)}); remove them and run `vssl "
+                f"prepare --dataset {name}` to download them again where the network allows"
+            ) from None
         if not download:
             raise DataError(
                 f"dataset {name!r} not found: its files must lie in {where} (torchvision layout). "

@@ -82,13 +82,14 @@ def extraction_params(
 
     tree = params_from_checkpoint(ckpt).to_dict()
     if profile is not None:
+        # Loaded first: an unknown profile is an error, not a warning followed by one.
+        file_params = load_params(params_path or "params.yaml", profile=profile).to_dict()
         if profile != tree["profile"]:
             warnings.warn(
                 f"checkpoint was trained under profile {tree['profile']!r}; taking the data "
                 f"settings of profile {profile!r}",
                 stacklevel=2,
             )
-        file_params = load_params(params_path or "params.yaml", profile=profile).to_dict()
         tree.update({k: file_params[k] for k in DATA_SECTIONS})
     for text in overrides:
         key = parse_override(text)[0][0]

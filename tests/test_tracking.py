@@ -57,6 +57,9 @@ def test_run_contents_and_parent(params, mlflow_uri, tmp_path):
         "profile": "smoke",
     }
     assert "git_commit" in tags
+    assert (
+        tags["git_dirty"] == {True: "true", False: "false", None: "unknown"}[tracking.git_dirty()]
+    )
     p = r.data.params
     assert p["pretrain.batch_size"] == "128" and p["methods.vssl.latent_dim"] == "32"
     assert p["seed"] == "3" and "version.torch" in p and "git_commit" in p
@@ -191,3 +194,23 @@ def test_parallel_writers_lose_no_runs(tmp_path):
         hist = c.get_metric_history(r.info.run_id, "loss")
         assert [m.value for m in hist] == [seed * 10 + s for s in range(5)]
         assert r.info.status == "FINISHED"
+
+
+def test_git_dirty_sees_uncommitted_changes_to_tracked_files(tmp_path: Path) -> None:
+    import subprocess
+
+    from vssl.tracking import git_dirty
+
+    assert git_dirty(tmp_path) is None  # not a checkout
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    assert git_dirty(repo) is False
+    (repo / "new.py").write_text("untracked files do not count\n")
+    assert git_dirty.__wrapped__(repo) is False
+    (repo / "a.py").write_text("x = 2\n")
+    assert git_dirty.__wrapped__(repo) is True

@@ -104,6 +104,26 @@ def git_commit() -> str | None:
 
 
 @functools.cache
+def git_dirty(repo: Path | None = None) -> bool | None:
+    """Whether tracked files of the repository holding this package (or ``repo``) differ from its
+    commit, so that the code that ran is not exactly ``git_commit``'s; None outside a git
+    checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return bool(out.stdout.strip())
+
+
+@functools.cache
 def library_versions() -> dict[str, str]:
     """Versions of Python and the libraries that shape the numbers."""
     from importlib.metadata import PackageNotFoundError, version
@@ -180,6 +200,7 @@ def run_tags(
         "seed": str(seed),
         "profile": params.profile,
         "git_commit": git_commit() or "unknown",
+        "git_dirty": {True: "true", False: "false", None: "unknown"}[git_dirty()],
     }
 
 

@@ -461,3 +461,30 @@ def test_bytes_damaged_inside_a_tensor_are_caught(ckpts, tmp_path: Path) -> None
     with pytest.raises(UnreadableCheckpointError, match=r"CRC-32 of .*data/\d+ does not match"):
         load_checkpoint(damaged)
     assert load_checkpoint(ckpts["vssl"])["method"] == "vssl"
+
+
+def test_extraction_saves_the_students_posterior_not_the_teachers_prior(ckpts) -> None:
+    """After training the teacher differs from the student; the saved mu/logvar (what the
+    uncertainty AUROC scores) are the student's posterior q(z|x), not the teacher's prior."""
+    from torch.utils.data import TensorDataset
+
+    from vssl.eval.extract import extract_features
+    from vssl.train.checkpoint import load_checkpoint, method_from_checkpoint
+
+    method, _ = method_from_checkpoint(load_checkpoint(ckpts["vssl"]))
+    with torch.no_grad():  # an EMA teacher that has drifted from the student
+        for name, p in method.named_parameters():
+            if name.startswith("teacher_"):
+                p.add_(0.5 * torch.randn_like(p))
+    images = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    fs = extract_features(
+        method, TensorDataset(images, torch.zeros(12)), 5, torch.device("cpu"), progress=False
+    )
+    mu_s, lv_s = method.gaussian(images)
+    mu_t, lv_t = method.prior(images)
+    np.testing.assert_allclose(fs.mu, mu_s.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fs.logvar, lv_s.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(fs.logvar, lv_t.numpy(), atol=1e-3)
+    np.testing.assert_allclose(
+        fs.features, method.backbone(images).detach().numpy(), rtol=1e-5, atol=1e-6
+    )

@@ -141,6 +141,27 @@ def test_momentum_update_moves_teacher_towards_student(name):
     assert torch.equal(fresh.backbone.conv1.weight, fresh.teacher_backbone.conv1.weight)
 
 
+@pytest.mark.parametrize("name", ["vssl", "byol", "mocov3"])
+def test_momentum_update_reaches_every_teacher_parameter(name):
+    """Every `teacher_<module>` is the EMA of `<module>`, parameter by parameter (a pair left
+    out of momentum_pairs, e.g. VSSL's Gaussian head, would freeze that part of the prior)."""
+    m = make(name)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+    before = {k: v.detach().clone() for k, v in m.named_parameters()}
+    teachers = [k for k in before if k.startswith("teacher_")]
+    assert teachers
+    tau = m.momentum_update(0, 10)
+    assert tau < 1.0
+    after = dict(m.named_parameters())
+    for k in teachers:
+        student = k.removeprefix("teacher_")
+        expected = tau * before[k] + (1 - tau) * before[student]
+        torch.testing.assert_close(after[k].detach(), expected, msg=k)
+
+
 @pytest.mark.parametrize(
     "over",
     [
@@ -207,6 +228,29 @@ def test_vssl_pair_terms_switches():
     torch.testing.assert_close(nll_n, gaussian_nll(q.mu, *p))
     _, kl_none = vssl_pair_terms(q, p, "cosine", "none")
     assert torch.count_nonzero(kl_none) == 0
+
+
+@pytest.mark.parametrize("likelihood", ["cosine", "gaussian"])
+def test_the_likelihood_trains_the_posterior_through_the_sample(likelihood):
+    """The reparameterised sample z = mu + sigma * eps carries the likelihood's gradient to the
+    student's mean and log-variance (a detached sample gives the same value and no gradient)."""
+    g = torch.Generator().manual_seed(2)
+    mu = torch.randn(6, 4, generator=g, requires_grad=True)
+    lv = (0.3 * torch.randn(6, 4, generator=g)).requires_grad_()
+    p = Gaussian(torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g))
+    torch.manual_seed(7)
+    nll, _ = vssl_pair_terms(Gaussian(mu, lv), p, likelihood, "none", sample=True)
+    got = torch.autograd.grad(nll.sum(), (mu, lv))
+    torch.manual_seed(7)
+    z = mu + (0.5 * lv).exp() * torch.randn_like(mu)
+    if likelihood == "cosine":
+        ref = cosine_nll(p.mu, z, lv, "mean", isotropic=False)
+    else:
+        ref = gaussian_nll(p.mu, z, lv, "mean")
+    want = torch.autograd.grad(ref.sum(), (mu, lv))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    assert got[0].abs().sum() > 0
 
 
 def test_vssl_head_input_projector_shares_the_teachers_input_space():

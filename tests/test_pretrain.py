@@ -62,6 +62,148 @@ def test_scaled_lr_and_schedule():
         assert lrs[k] == pytest.approx(want)
 
 
+# --- the step ------------------------------------------------------------------------------------
+
+
+def _tiny_train_module(seed: int = 0):
+    from vssl import methods
+    from vssl.models.backbones import build_backbone
+    from vssl.train.assembly import TrainModule, online_probe
+
+    torch.manual_seed(seed)
+    backbone, dim = build_backbone("resnet18", width=4, in_channels=3, image_size=16)
+    heads = dict(proj_hidden_dim=32, latent_dim=16, pred_hidden_dim=32)
+    return TrainModule(methods.build("vssl", heads, backbone, dim), online_probe(dim, 10))
+
+
+def _step_inputs():
+    g = torch.Generator().manual_seed(3)
+    x1, x2 = torch.randn(8, 3, 16, 16, generator=g), torch.randn(8, 3, 16, 16, generator=g)
+    return x1, x2, torch.arange(8) % 10
+
+
+def _trainable(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.named_parameters() if v.requires_grad}
+
+
+def test_train_step_is_a_descent_step_on_the_method_loss_plus_the_probe_loss():
+    """One micro-step of plain SGD changes every trainable parameter by -lr x the gradient of
+    loss + probe_loss, computed here independently (the method's loss reaches the backbone:
+    a step that dropped it would still train the probe)."""
+    import copy
+
+    from accelerate import Accelerator
+
+    from vssl.train.engine import train_step
+
+    model = _tiny_train_module()
+    reference = copy.deepcopy(model)
+    x1, x2, y = _step_inputs()
+    lr = 0.05
+    torch.manual_seed(11)  # VSSL's sample
+    out = reference(x1, x2, y)
+    names = list(_trainable(reference))
+    params = [dict(reference.named_parameters())[k] for k in names]
+    grads = torch.autograd.grad(out["loss"] + out["probe_loss"], params, allow_unused=True)
+    before = _trainable(model)
+    want = {
+        k: before[k] - lr * (g if g is not None else 0) for k, g in zip(names, grads, strict=True)
+    }
+
+    acc = Accelerator(cpu=True)
+    method_opt = torch.optim.SGD(model.method.parameters(), lr=lr)
+    probe_opt = torch.optim.SGD(model.probe.parameters(), lr=lr)
+    torch.manual_seed(11)
+    train_step(acc, model, (method_opt, probe_opt), x1, x2, y)
+    after = _trainable(model)
+    for k in names:
+        torch.testing.assert_close(after[k], want[k], msg=k)
+    moved = [
+        k
+        for k in names
+        if k.startswith("method.backbone.") and not torch.equal(after[k], before[k])
+    ]
+    assert moved, "the method's loss never reached the backbone"
+
+
+def test_train_step_clips_the_method_gradient_only():
+    from accelerate import Accelerator
+
+    from vssl.train.engine import train_step
+
+    model = _tiny_train_module()
+    before = _trainable(model)
+    lr, max_norm = 1.0, 1e-3
+    acc = Accelerator(cpu=True)
+    method_params = [p for p in model.method.parameters() if p.requires_grad]
+    opts = (torch.optim.SGD(method_params, lr=lr), torch.optim.SGD(model.probe.parameters(), lr=lr))
+    train_step(acc, model, opts, *_step_inputs(), clip=(method_params, max_norm))
+    after = _trainable(model)
+    step = torch.cat([(after[k] - before[k]).flatten() for k in before if k.startswith("method.")])
+    assert step.norm().item() == pytest.approx(lr * max_norm, rel=1e-3)
+    probe_step = torch.cat(
+        [(after[k] - before[k]).flatten() for k in before if k.startswith("probe.")]
+    )
+    assert probe_step.norm().item() > 10 * lr * max_norm  # the probe's own loss is not clipped
+
+
+def test_the_online_probe_ignores_unlabeled_images():
+    """STL-10's unlabeled images carry label -1: they add nothing to the probe's loss."""
+    import torch.nn.functional as F
+
+    model = _tiny_train_module()
+    x1, x2, y = _step_inputs()
+    y = y.clone()
+    y[::2] = -1
+    torch.manual_seed(0)
+    out = model(x1, x2, y)
+    logits = model.probe(out["feats"].detach().float())
+    yy = torch.cat([y, y])
+    want = F.cross_entropy(logits[yy >= 0], yy[yy >= 0])
+    torch.testing.assert_close(out["probe_loss"], want)
+
+
+def test_the_engine_steps_the_schedule_and_clips_as_configured(smoke_params, tmp_path, monkeypatch):
+    """Through `vssl pretrain`: each optimiser step runs at the scheduler's learning rate (warm-up
+    then cosine, as build_scheduler gives it) and VSSL's steps clip at its grad_clip_norm; BYOL's
+    (no clip configured) do not."""
+    import vssl.train.engine as engine
+    from vssl.train.optim import build_scheduler, scaled_lr
+
+    seen: list[tuple[float, float | None, int]] = []
+    real = engine.train_step
+
+    def recording(acc, model, optimizers, *args, clip=None, **kw):
+        n_params = len(clip[0]) if clip is not None else 0
+        seen.append((optimizers[0].param_groups[0]["lr"], clip and clip[1], n_params))
+        return real(acc, model, optimizers, *args, clip=clip, **kw)
+
+    monkeypatch.setattr(engine, "train_step", recording)
+    sets = ["pretrain.warmup_epochs=1"]
+    assert (
+        main(pretrain_args(tmp_path / "v", "vssl", epochs=3, sets=sets, extra=["--no-mlflow"])) == 0
+    )
+    steps, warmup = 3 * (128 // 32), 128 // 32
+    assert len(seen) == steps
+    oc = smoke_params.optimizer_cfg("vssl")
+    probe = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([probe], lr=scaled_lr(oc["base_lr"], 32))
+    sched = build_scheduler(opt, warmup, steps, oc["min_lr"])
+    want = []
+    for _ in range(steps):
+        want.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert [lr for lr, _, _ in seen] == pytest.approx(want)
+    assert len(set(want)) == steps  # the schedule really moves at every step
+    assert {c for _, c, _ in seen} == {oc["grad_clip_norm"]} and oc["grad_clip_norm"] == 1.0
+    assert all(n > 0 for _, _, n in seen)
+
+    seen.clear()
+    assert main(pretrain_args(tmp_path / "b", "byol", epochs=1, extra=["--no-mlflow"])) == 0
+    assert seen and all(c is None for _, c, _ in seen)
+
+
 def test_lars_excludes_bias_and_norm_and_follows_formula():
     from vssl.train.optim import LARS, build_optimizer
 

@@ -239,6 +239,21 @@ def test_linear_known_answers() -> None:
     assert set(res.val_top1) == {0.0, 1e-6, 1e-5, 1e-4, 1e-3}
 
 
+def test_linear_probe_keeps_the_weight_decay_that_validates_best() -> None:
+    """The grid's winner on the validation split is refitted and reported: here a decay so
+    strong that the probe falls to chance against none at all."""
+    x, y = blobs(600, 8, signal=1.0, seed=0)
+    xt, yt = blobs(300, 8, signal=1.0, seed=1)
+    res = linear_probe(x, y, xt, yt, C, weight_decays=[0.0, 10.0], lr=1.0, max_iter=100)
+    assert res.val_top1[0.0] > res.val_top1[10.0] + 20
+    assert res.weight_decay == 0.0
+    strong = linear_probe(x, y, xt, yt, C, weight_decays=[10.0], lr=1.0, max_iter=100)
+    assert res.top1 > strong.top1 + 20
+    # Ties go to the larger decay (the simpler model).
+    tie = linear_probe(x, y, xt, yt, C, weight_decays=[0.0, 1e-9], lr=1.0, max_iter=100)
+    assert tie.val_top1[0.0] == tie.val_top1[1e-9] and tie.weight_decay == 1e-9
+
+
 def test_linear_agrees_with_sklearn() -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler

@@ -544,7 +544,12 @@ def test_nonfinite_loss_stops_with_step_and_checkpoint(
 
 @pytest.mark.slow
 def test_online_probe_beats_chance(smoke_params, mlflow_uri, tmp_path):
-    """A short real pretraining on cifar10-mini: the online probe and kNN clearly beat 10%."""
+    """A short real pretraining on cifar10-mini: the online probe and kNN clearly beat 10%.
+
+    This checks the monitors, not learning: an untrained width-8 network scores about 22% kNN
+    here too. That the step trains is the step tests' (above); that training beats the untrained
+    floor needs budgets beyond a test's (docs/benchmarks.md; at the stability test's 200 steps,
+    width 4, VSSL's kNN was 22.7 against the floor's 19.5 on 256 images, within the noise)."""
     out = tmp_path / "probe"
     sets = [
         "backbone.width=8",

@@ -96,6 +96,8 @@ def test_stratified_split_and_subset():
     )
     with pytest.raises(DataError):
         stratified_split(labels, 100, seed=0)
+    with pytest.raises(DataError, match="subset of 3 image.*one of each of the 4 classes"):
+        stratified_subset(labels, 3)
 
 
 def test_npz_hold_out_and_subsets(smoke_params):

@@ -51,4 +51,10 @@ def stratified_subset(labels: np.ndarray, size: int | None, seed: int = SUBSET_S
     n = len(labels)
     if size is None or size >= n:
         return np.arange(n)
+    classes = len(np.unique(labels))
+    if size < classes:
+        raise DataError(
+            f"a stratified subset of {size} image(s) cannot hold one of each of the {classes} "
+            f"classes (data.train_subset / data.test_subset must be at least {classes})"
+        )
     return stratified_split(labels, n - size, seed)[0]

@@ -87,6 +87,8 @@ def test_a_bare_no_is_accelerates_no_mixed_precision() -> None:
         ("pretrain.epoch=3", "no key 'epoch' under pretrain; did you mean 'epochs'?"),
         ("pretrain", "must look like key.sub=value"),
         ("=3", "empty key"),
+        ("pretrain.=3", "the key 'pretrain.' has an empty part"),
+        ("pretrain..epochs=3", "the key 'pretrain..epochs' has an empty part"),
         ("pretrain.epochs=[1", "not valid YAML"),
         ("pretrain.epochs=-1", "pretrain.epochs: Input should be greater than or equal to 0"),
         # Settings that used to pass validation and fail only after the work had started:

@@ -413,9 +413,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
+    parts = key.strip().split(".")
+    if parts == [""]:
         raise ConfigError(f"override {text!r} has an empty key")
+    if "" in parts:
+        raise ConfigError(f"override {text!r}: the key {key.strip()!r} has an empty part")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:

@@ -24,6 +24,12 @@ def test_auto_settings_per_device():
     assert use_channels_last("auto", "cpu", "resnet50")  # measured faster on CPU too
     assert not use_channels_last(False, "cuda", "resnet18")
     assert not use_channels_last(True, "cuda", "vit_small")  # no layout to choose
+    # A oneDNN crash: narrow ResNets on large images stay contiguous on the CPU (auto only).
+    assert not use_channels_last("auto", "cpu", "resnet18", width=4, image_size=224)
+    assert use_channels_last("auto", "cpu", "resnet18", width=4, image_size=32)
+    assert use_channels_last("auto", "cpu", "resnet18", width=16, image_size=224)
+    assert use_channels_last("auto", "cuda", "resnet18", width=4, image_size=224)
+    assert use_channels_last(True, "cpu", "resnet18", width=4, image_size=224)
 
 
 def _args(out: Path, sets=()) -> list[str]:

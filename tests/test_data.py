@@ -274,3 +274,26 @@ def test_prepare_offline_keeps_folders_that_existed(tmp_path, monkeypatch):
         "FashionMNIST",
         "FashionMNIST/processed",
     ]
+
+
+def test_cifar_files_that_fail_their_checksum_are_named_as_such(tmp_path, monkeypatch):
+    """torchvision checks CIFAR's files against their official MD5 on every open: files that are
+    there but differ are reported as damaged or unofficial, not as missing, and are kept."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("network unreachable (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    for name in ["batches.meta", "test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]:
+        (batches / name).write_bytes(b"not the official file")
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
+    p = load_params(PARAMS, profile="smoke")
+    with pytest.raises(DataError, match="incomplete, damaged or not the official ones"):
+        prepare("cifar10", p)
+    with pytest.raises(DataError, match="are incomplete or damaged"):
+        load_tensors("cifar10", "train", p)
+    assert len(list(batches.iterdir())) == 7

@@ -166,3 +166,21 @@ def test_file_system_errors_are_one_line_messages(monkeypatch, capsys) -> None:
     monkeypatch.setattr(table_cmd, "run", bug)
     with pytest.raises(OSError, match="Invalid argument"):
         main(["table"])
+
+
+def test_a_native_crash_prints_the_python_stack(tmp_path: Path) -> None:
+    """A segfault in a native library (e.g. oneDNN) leaves the Python stack in the job's log."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes\n"
+        "import vssl.commands.validate as v\n"
+        "from vssl.cli import main\n"
+        "v.run = lambda args: ctypes.string_at(0)\n"  # reads address 0: SIGSEGV
+        "main(['validate'])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0
+    assert "Fatal Python error: Segmentation fault" in r.stderr
+    assert "vssl/cli.py" in r.stderr

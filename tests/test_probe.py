@@ -222,6 +222,13 @@ def test_validation_split() -> None:
     assert np.bincount(y[val], minlength=4).tolist() == [5, 3, 2, 0]  # singleton stays in fit
     np.testing.assert_array_equal(validation_split(y, 0.1, seed=0)[1], val)
     assert not np.array_equal(validation_split(y, 0.1, seed=1)[1], val)
+    # 100 classes of 2: every class rounds to 0 in val; val takes one image of 20 classes.
+    many = np.repeat(np.arange(100), 2)
+    fit, val = validation_split(many, 0.1, seed=0)
+    assert val.size == 20 and np.bincount(many[val], minlength=100).max() == 1
+    assert np.bincount(many[fit], minlength=100).min() == 1  # every class stays in fit
+    with pytest.raises(ValueError, match="no class has two samples"):
+        validation_split(np.arange(10), 0.1, seed=0)
 
 
 def test_linear_known_answers() -> None:

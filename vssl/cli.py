@@ -70,7 +70,14 @@ def seed_arg(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import faulthandler
+
     from vssl.config import ConfigError
+
+    # A crash inside a native library (SIGSEGV, SIGABRT, ...) prints the Python stack to stderr,
+    # i.e. into the job's log, instead of a bare non-zero exit under Snakemake or DVC.
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
 
     args = build_parser().parse_args(argv)
     try:

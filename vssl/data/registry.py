@@ -333,7 +333,10 @@ def _torchvision_arrays(
     try:
         ds = make(False)
     except (RuntimeError, FileNotFoundError, OSError) as first:
-        if not download and where.is_dir() and any(where.iterdir()):
+        # Files already there that torchvision refuses (CIFAR's are checked against their
+        # official MD5 on every open) are damaged or not the official ones, not missing.
+        present = where.is_dir() and any(where.iterdir())
+        if not download and present:
             raise DataError(
                 f"dataset {name!r}: the files in {where} are incomplete or damaged "
                 f"({type(first).__name__}: {_one_line(first)}); remove them and run `vssl "
@@ -353,6 +356,12 @@ def _torchvision_arrays(
             _remove_new(root, footprint, existed)
             if not isinstance(e, Exception):
                 raise
+            if present:
+                raise DataError(
+                    f"dataset {name!r}: the files in {where} are incomplete, damaged or not the "
+                    f"official ones (torchvision: {_one_line(first)}), and a fresh download "
+                    f"failed ({type(e).__name__}: {_one_line(e)})"
+                ) from None
             raise DataError(
                 f"dataset {name!r} is missing and could not be downloaded "
                 f"({type(e).__name__}: {_one_line(e)}); put its files in {where} "

@@ -89,21 +89,30 @@ def validation_split(
     """Seeded stratified split of ``range(N)`` into (fit, val) index arrays (both sorted).
 
     Each class contributes ``round(val_fraction * n_c)`` samples to val, but always leaves at
-    least one in fit (a singleton class stays entirely in fit).
+    least one in fit (a singleton class stays entirely in fit). When that rounds every class to
+    zero (many classes, few samples each: 100 classes of 5), val takes one sample from each of
+    ``max(1, round(val_fraction * N))`` seeded classes that have two or more instead.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     val: list[np.ndarray] = []
+    spare: list[int] = []  # one sample of each class with two or more, for the fallback
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         n_val = min(int(round(val_fraction * idx.size)), idx.size - 1)
         val.append(idx[:n_val])
+        if idx.size >= 2:
+            spare.append(int(idx[0]))
     val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+    if val_idx.size == 0 and spare:
+        n_val = min(max(1, int(round(val_fraction * labels.size))), len(spare))
+        val_idx = np.sort(rng.permutation(np.array(spare))[:n_val])
     if val_idx.size == 0:
         raise ValueError(
-            f"val_fraction={val_fraction} of {labels.size} samples leaves an empty validation split"
+            f"val_fraction={val_fraction} of {labels.size} samples leaves an empty validation "
+            "split (no class has two samples)"
         )
     fit_mask = np.ones(labels.size, dtype=bool)
     fit_mask[val_idx] = False

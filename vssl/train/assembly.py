@@ -158,15 +158,36 @@ def grad_clip(plan: Plan, method: nn.Module) -> tuple[list[Tensor], float] | Non
     return [p for p in method.parameters() if p.requires_grad], max_norm
 
 
-def use_channels_last(setting: str | bool, device_type: str, backbone: str) -> bool:
+# oneDNN's channels-last backward of a 1x1 stride-2 convolution (ResNet's downsample) with
+# fewer than 16 input channels crashes the process (SIGSEGV, heap corruption) on maps of 56 px
+# and more (torch 2.14.1, AVX-512 CPU; fine at 32 px and at 16 channels): a width-4 or width-8
+# ResNet on ImageNet-sized images. `auto` keeps the contiguous layout there on the CPU.
+CPU_NHWC_MIN_WIDTH = 16
+
+
+def use_channels_last(
+    setting: str | bool,
+    device_type: str,
+    backbone: str,
+    width: int | None = None,
+    image_size: int | None = None,
+) -> bool:
     """``pretrain.channels_last`` for a device: ``auto`` is on for CUDA (tensor cores read NHWC
     convolutions directly) and on CPU too, where the engine measured it faster (oneDNN's
     convolutions prefer NHWC: 1.16-1.38x the training images/s at width 16, batch 256;
-    docs/benchmarks.md, "Engine throughput after the GPU work"); off on other devices. Only
-    CNN backbones (all of ours) have a layout."""
+    docs/benchmarks.md, "Engine throughput after the GPU work"), except for a CPU backbone
+    narrower than :data:`CPU_NHWC_MIN_WIDTH` on images larger than 32 px (a oneDNN crash);
+    off on other devices. Only CNN backbones (all of ours) have a layout."""
     if not backbone.startswith("resnet"):
         return False
     if setting == "auto":
+        if (
+            device_type == "cpu"
+            and width is not None
+            and width < CPU_NHWC_MIN_WIDTH
+            and (image_size or 0) > 32
+        ):
+            return False
         return device_type in ("cuda", "cpu")
     return bool(setting)
 

@@ -219,7 +219,11 @@ class _Runner:
         self.trainable = bool(getattr(module.method, "trainable", True))
         pc = self.params.pretrain
         self.channels_last = use_channels_last(
-            pc.channels_last, self.device.type, self.params.backbone.name
+            pc.channels_last,
+            self.device.type,
+            self.params.backbone.name,
+            width=self.params.backbone.width,
+            image_size=plan.spec.image_size,
         )
         if self.channels_last:  # 4-D (convolution) weights only; the layout survives .to()
             module = module.to(memory_format=torch.channels_last)

@@ -85,32 +85,12 @@ def with_retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     raise AssertionError("unreachable")
 
 
-@functools.cache
-def git_commit() -> str | None:
-    """The commit of the repository holding this package (None outside a git checkout)."""
+def _git(args: list[str], repo: Path | None = None) -> str | None:
+    """stdout of ``git ARGS`` in ``repo`` (default: the repository holding this package), or
+    None when git or the checkout is missing."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
-
-
-@functools.cache
-def git_dirty(repo: Path | None = None) -> bool | None:
-    """Whether tracked files of the repository holding this package (or ``repo``) differ from its
-    commit, so that the code that ran is not exactly ``git_commit``'s; None outside a git
-    checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", *args],
             cwd=repo or Path(__file__).resolve().parent,
             capture_output=True,
             text=True,
@@ -118,9 +98,23 @@ def git_dirty(repo: Path | None = None) -> bool | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    if out.returncode != 0:
-        return None
-    return bool(out.stdout.strip())
+    return out.stdout if out.returncode == 0 else None
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the repository holding this package (None outside a git checkout)."""
+    out = _git(["rev-parse", "HEAD"])
+    return (out or "").strip() or None
+
+
+@functools.cache
+def git_dirty(repo: Path | None = None) -> bool | None:
+    """Whether tracked files of the repository holding this package (or ``repo``) differ from its
+    commit, so that the code that ran is not exactly ``git_commit``'s; None outside a git
+    checkout."""
+    out = _git(["status", "--porcelain", "--untracked-files=no"], repo)
+    return None if out is None else bool(out.strip())
 
 
 @functools.cache

@@ -26,6 +26,11 @@
 #   after its first occurrence, its share of training time at the paper profile's cadence, and
 #   the GPU busy % inside the training loops (~2 min)
 #   --only-epoch-costs: step 5 alone (1 and 2 skipped; ~2.5 min with the start)
+#   --with-folder: then 6. benchmarks/folder_augment.py, ImageNet-100's image-folder data path on
+#   synthetic photo-sized JPEGs: per core, decode, the whole recipe per sample, and the split
+#   path's worker part (decode, crop, flip); the photometric rest batched on the GPU; the
+#   engine's split loader with one worker per core feeding the GPU (~1 min)
+#   --only-folder: step 6 alone (1 and 2 skipped); combine with --only-epoch-costs for 5 and 6
 #
 # What the GPU machine lacks comes from the repository's folders (made by prepare.sh; see
 # benchmarks/device_env.sh): .whl/*.whl (wheels) and .devdata/ (cifar10-mini).
@@ -39,17 +44,20 @@ dry=0
 with_profile=0
 with_tests=0
 with_costs=0
-only_costs=0
+with_folder=0
+skip_main=0
 for a in "$@"; do
   case "$a" in
     --dry-run) dry=1 ;;
     --with-profile) with_profile=1 ;;
     --with-tests) with_tests=1 ;;
     --with-epoch-costs) with_costs=1 ;;
-    --only-epoch-costs) with_costs=1; only_costs=1 ;;
+    --only-epoch-costs) with_costs=1; skip_main=1 ;;
+    --with-folder) with_folder=1 ;;
+    --only-folder) with_folder=1; skip_main=1 ;;
     -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $a (use --dry-run, --with-profile, --with-tests," \
-            "--with-epoch-costs, --only-epoch-costs)" >&2
+            "--with-epoch-costs, --only-epoch-costs, --with-folder, --only-folder)" >&2
        exit 2 ;;
   esac
 done
@@ -98,6 +106,7 @@ if [ "$dry" = 1 ]; then
   shipped=(--device cpu --widths 4 --batch-sizes 16 --steps 1 --repeats 1 --warmup 1 --n-images 64)
   budget_tp=300; budget_shipped=300; budget_run=300; budget_profile=300; budget_tests=300
   tile=2; budget_costs=300
+  folder=(--images 8 --rounds 1 --loader-images 100 --batch 16 --workers 1); budget_folder=300
   engine_runs=(byol-b32 vssl-b32)
 else
   device=cuda
@@ -114,11 +123,13 @@ else
   budget_profile=150  # compiles again; a first try with a 100 s cap ran out (2026-11-27)
   budget_tests=180  # 116 s on an H100
   tile=12; budget_costs=240  # compiles again, then 7 epochs of 51,020 images and their monitors
+  folder=(--images 96 --rounds 3 --loader-images 4096 --batch 256 --workers "$(nproc)")
+  budget_folder=150
   engine_runs=(byol-b256 vssl-b256 byol-b512 vssl-b512)
 fi
 "$py" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
 
-if [ "$only_costs" = 0 ]; then  # steps 1 and 2 (not indented: step 2 holds a heredoc)
+if [ "$skip_main" = 0 ]; then  # steps 1 and 2 (not indented: step 2 holds a heredoc)
 # -- 1. throughput table -----------------------------------------------------------------------
 say "throughput ($device): $methods; augmentation none and batched"
 # shellcheck disable=SC2086
@@ -217,6 +228,14 @@ if [ "$with_costs" = 1 ]; then
     | tee "$out/epoch-costs.log" | tail -n 12 || echo "epoch_costs.py stopped: see $out/epoch-costs.log"
   # epochs of 51,020 images last seconds: long enough for the busy % inside the loops
   busy_stop "$out/busy-epoch-costs.csv" "$out/epoch-costs.log" "engine byol, CIFAR-10's size"
+fi
+
+# -- 6. (--with-folder) ImageNet-100's image-folder data path --------------------------------
+if [ "$with_folder" = 1 ]; then
+  say "benchmarks/folder_augment.py ${folder[*]} (synthetic 375x500 JPEGs)"
+  timeout "$budget_folder" "$py" benchmarks/folder_augment.py "${folder[@]}" \
+    --out "$out/folder-augment-$device.json" 2>&1 | tee "$out/folder-augment-$device.log" \
+    | tail -n 9 || echo "folder_augment.py stopped: see $out/folder-augment-$device.log"
 fi
 
 say "summary"

@@ -18,6 +18,7 @@ def test_arguments():
     assert bad.returncode == 2 and "--dry-run" in bad.stderr
     usage = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True)
     assert usage.returncode == 0 and "prepare.sh" in usage.stdout
+    assert "--with-folder" in usage.stdout and "--only-folder" in bad.stderr
     assert "--with-epoch-costs" in usage.stdout and usage.stdout.rstrip().endswith("into $OUT.")
     assert "set -euo" not in usage.stdout  # the header, not the code
 
@@ -27,12 +28,14 @@ def test_dry_run_on_cpu(data_root, tmp_path):
     """Every step at toy sizes on the CPU (about a minute): the throughput table of the three
     BYOL/VSSL implementations, two short engine runs with their steady-state images/s and
     their history, (--with-profile) the profiled step of each, (--with-tests) the CUDA-only
-    tests, skipped here, and (--with-epoch-costs) the work between epochs on tiled data."""
+    tests, skipped here, (--with-epoch-costs) the work between epochs on tiled data and
+    (--with-folder) the image-folder data path."""
     env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path / "out"), VSSL_DATA_ROOT=str(data_root))
     env["TMPDIR"] = str(tmp_path)
     env.pop("OUT", None)
     run = subprocess.run(
-        ["bash", str(SCRIPT), "--dry-run", "--with-profile", "--with-tests", "--with-epoch-costs"],
+        ["bash", str(SCRIPT), "--dry-run", "--with-profile", "--with-tests", "--with-epoch-costs",
+         "--with-folder"],
         cwd=ROOT, env=env,
         capture_output=True, text=True,
         timeout=300,
@@ -63,6 +66,10 @@ def test_dry_run_on_cpu(data_root, tmp_path):
     costs = (out / "epoch-costs.log").read_text()  # --with-epoch-costs
     assert "cifar10-mini x2:" in costs and "of training time" in costs
     assert json.loads((out / "snapshot-cost.json").read_text())["state_mb"] > 0
+    folder = json.loads((out / "folder-augment-cpu.json").read_text())  # --with-folder
+    rows = {r["path"]: r for r in folder["rows"]}
+    assert set(rows) == {"decode", "per_sample", "split workers", "split device", "split loader"}
+    assert all(r["img_s"] > 0 for r in rows.values())
 
 
 @pytest.mark.slow

@@ -128,6 +128,9 @@ class PretrainCfg(_Strict):
     grad_accum_steps: Int = Field(1, ge=1)
     grad_clip_norm: Float | None = Field(None, gt=0)  # global L2 norm of the method's gradients
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    # true: batched augmentation (in-memory: all of it on the device; image folders: crops in the
+    # workers, the rest on the device); false: per sample in workers; auto: true except for
+    # image folders on the CPU.
     gpu_augment: Literal["auto", True, False] = "auto"
     # auto: channels-last CNN weights and inputs on CUDA and CPU (measured faster on both).
     channels_last: Literal["auto", True, False] = "auto"

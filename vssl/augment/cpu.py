@@ -1,4 +1,6 @@
-"""Per-sample two-view augmentation on CPU with torchvision transforms v2 (DataLoader workers)."""
+"""Per-sample two-view augmentation on CPU with torchvision transforms v2 (DataLoader workers):
+the whole recipe (:class:`TwoViewTransform`), or only its geometry (:class:`TwoViewCrops`, for
+image folders whose photometric ops run batched on the device)."""
 
 from __future__ import annotations
 
@@ -61,6 +63,39 @@ class TwoViewTransform:
 
     def __repr__(self) -> str:
         return f"TwoViewTransform({self.recipe.name}:\n view1={self.view1}\n view2={self.view2})"
+
+
+GEOMETRIC_OPS = ("crop", "hflip")
+
+
+class TwoViewCrops:
+    """``transform(img) -> (c1, c2)``: the geometric part of each view (random resized crop,
+    horizontal flip) of one uint8 (C, H, W) tensor, as uint8 (C, size, size).
+
+    The "split" path for image folders: decoding and cropping stay per sample in the DataLoader
+    workers (the crop brings every image to one size, so they batch), and
+    :meth:`vssl.augment.TensorTwoViewAugment.photometric` applies the rest of the recipe to the
+    batch on the device. The ops are :class:`TwoViewTransform`'s own, built from the same
+    :func:`~vssl.augment.recipes.view_ops`, on uint8 as there (its crop runs before the float
+    conversion; the flip commutes with it).
+    """
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.view1, self.view2 = (
+            v2.Compose([_op(n, a) for n, a in view_ops(recipe, view) if n in GEOMETRIC_OPS])
+            for view in recipe.views
+        )
+
+    def __call__(self, img: Tensor) -> tuple[Tensor, Tensor]:
+        if img.dtype != torch.uint8 or img.dim() != 3:
+            raise TypeError(
+                f"TwoViewCrops expects a uint8 (C, H, W) tensor, got {img.dtype} {tuple(img.shape)}"
+            )
+        return self.view1(img), self.view2(img)
+
+    def __repr__(self) -> str:
+        return f"TwoViewCrops({self.recipe.name}:\n view1={self.view1}\n view2={self.view2})"
 
 
 def eval_transform(recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:

@@ -171,6 +171,7 @@ class TensorTwoViewAugment(nn.Module):
         names += ["order0", "order1", "order2", "order3", "gray", "blur", "sigma", "solarize"]
         self._col = {n: i for i, n in enumerate(names)}
         self._compiled: Any = None  # compile_ops()
+        self._compiled_photometric: Any = None
 
     # -- parameters ----------------------------------------------------------------------------
 
@@ -317,7 +318,23 @@ class TensorTwoViewAugment(nn.Module):
         )
         grid = torch.maximum(torch.minimum(grid, hi.view(n, 1, 1, 2)), lo.view(n, 1, 1, 2))
         y = F.grid_sample(xf, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return self._photometric(y, params)
 
+    @torch.no_grad()
+    def apply_photometric(
+        self, x1: Tensor, x2: Tensor, params: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """The recipe after the crop and flip, on views that have had them (uint8 (B, C, size,
+        size) each, e.g. from :class:`~vssl.augment.cpu.TwoViewCrops`), under ``params``
+        (:meth:`sample`; its crop boxes and flips are not used)."""
+        y = torch.cat([x1, x2]).float().mul_(1.0 / 255.0)
+        return self._photometric(y, params)
+
+    def _photometric(self, y: Tensor, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Jitter, grayscale, blur, solarisation and normalisation of the 2B float views ``y``
+        (view 1 in the first half) in [0, 1]."""
+        n, ch, size = y.shape[0], y.shape[1], y.shape[-1]
+        bsz = n // 2
         if ch == 3:
             rows = self._rows("jitter", n)
             if rows is not None:
@@ -338,37 +355,58 @@ class TensorTwoViewAugment(nn.Module):
         if rows is not None:
             part = y[rows]
             t = self._per_view(
-                (torch.arange(n, device=x.device) >= bsz)[rows].view(-1, 1, 1, 1),
+                (torch.arange(n, device=y.device) >= bsz)[rows].view(-1, 1, 1, 1),
                 self._arg("solarize", "threshold", 1.0),
             )
             flip = params["solarize"][rows].view(-1, 1, 1, 1) & (part >= t)
             y[rows] = torch.where(flip, 1.0 - part, part)
 
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        out = torch.empty((n, ch, size, size), device=x.device, memory_format=fmt)
+        out = torch.empty((n, ch, size, size), device=y.device, memory_format=fmt)
         torch.mul(y - self.mean, self.inv_std, out=out)
         return out[:bsz], out[bsz:]
 
-    @torch.no_grad()
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _check(self, x: Tensor, name: str) -> None:
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != self.recipe.channels:
             raise TypeError(
-                f"TensorTwoViewAugment expects uint8 (B, {self.recipe.channels}, H, W), "
+                f"TensorTwoViewAugment expects uint8 (B, {self.recipe.channels}, H, W) {name}, "
                 f"got {x.dtype} {tuple(x.shape)}"
             )
         if self.mean.device != x.device:
             self.to(x.device)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self._check(x, "images")
         params = self.sample(x.shape[0], x.shape[2], x.shape[3], x.device)
         return (self._compiled or self.apply)(x, params)
 
+    @torch.no_grad()
+    def photometric(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        """The rest of the recipe on views already cropped and flipped (uint8 (B, C, size,
+        size) each, :class:`~vssl.augment.cpu.TwoViewCrops`): jitter, grayscale, blur,
+        solarisation, normalisation, with parameters drawn as in :meth:`forward`."""
+        size = self.recipe.size
+        for x, name in ((x1, "view 1"), (x2, "view 2")):
+            self._check(x, name)
+            if tuple(x.shape[2:]) != (size, size) or x.shape[0] != x1.shape[0]:
+                raise TypeError(
+                    f"photometric() expects both views as ({x1.shape[0]}, "
+                    f"{self.recipe.channels}, {size}, {size}), got {name} {tuple(x.shape)}"
+                )
+        params = self.sample(x1.shape[0], size, size, x1.device)
+        return (self._compiled_photometric or self.apply_photometric)(x1, x2, params)
+
     def compile_ops(self) -> None:
-        """``torch.compile`` :meth:`apply` (its ~150 elementwise kernels fuse into a few; the
-        parameters are still drawn eagerly, so the random streams are those of eager mode).
-        A graph that fails to compile runs eagerly (dynamo's ``suppress_errors``)."""
+        """``torch.compile`` :meth:`apply` and :meth:`apply_photometric` (their ~150
+        elementwise kernels fuse into a few; the parameters are still drawn eagerly, so the
+        random streams are those of eager mode). A graph that fails to compile runs eagerly
+        (dynamo's ``suppress_errors``)."""
         import torch._dynamo
 
         torch._dynamo.config.suppress_errors = True
         self._compiled = torch.compile(self.apply, dynamic=False)
+        self._compiled_photometric = torch.compile(self.apply_photometric, dynamic=False)
 
     def extra_repr(self) -> str:
         return f"{self.recipe.name}: view1={self.ops[0]}, view2={self.ops[1]}"

@@ -620,6 +620,7 @@ class _Runner:
                         "world_size": self.acc.num_processes,
                         "mixed_precision": self.plan.mixed_precision,
                         "gpu_augment": self.plan.gpu_augment,
+                        "augment": self.plan.augment,
                         "compile": self._compile_label(),
                         "total_epochs": self.plan.total_epochs,
                     }

@@ -15,6 +15,11 @@ batches with the same augmentations as a run that never stopped.
   rank r is augmented under ``mix_seed(seed, AUGMENT, e, s, m, r)`` (the global RNG of the
   images' device, forked and restored). The epoch's sample indices go to the device once, at
   the start of the epoch (pinned memory, non-blocking), not once per micro-batch.
+- Split augmentation (image folders on an accelerator): the workers decode each image and draw
+  its two crops and flips (:class:`vssl.augment.TwoViewCrops`) under sample i's seed as above;
+  the uint8 views go to the device (pinned, non-blocking) and the photometric ops run there on
+  the micro-batch (:meth:`vssl.augment.TensorTwoViewAugment.photometric`) under micro-batch
+  (e, s, m, r)'s seed as above.
 
 :class:`TrainBatches` picks one of the two for a run and yields each epoch's micro-batches.
 """
@@ -121,6 +126,42 @@ def cpu_epoch(
         shut_down_workers(batches)
 
 
+def split_epoch(
+    dataset: SeededTwoViewDataset,
+    augment: Any,
+    plan: list[list[Tensor]],
+    seed: int,
+    epoch: int,
+    rank: int,
+    num_workers: int,
+    device: torch.device,
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Micro-batches ``(x1, x2, y)``: ``dataset`` yields each sample's two uint8 crops from the
+    DataLoader workers, ``augment.photometric`` finishes each micro-batch on ``device``."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        dataset,
+        batch_sampler=_PlanSampler(plan, epoch),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    fork = {"devices": [device.index or 0], "device_type": "cuda"} if device.type == "cuda" else {}
+    accum = len(plan[0]) if plan else 1
+    batches = iter(loader)
+    try:
+        for k, ((c1, c2), y) in enumerate(batches):
+            s, m = divmod(k, accum)
+            c1 = c1.to(device, non_blocking=True)
+            c2 = c2.to(device, non_blocking=True)
+            with torch.random.fork_rng(**({"devices": []} | fork)):
+                torch.manual_seed(mix_seed(seed, AUGMENT, epoch, s, m, rank))
+                x1, x2 = augment.photometric(c1, c2)
+            yield x1, x2, torch.as_tensor(y).to(device, non_blocking=True)
+    finally:
+        shut_down_workers(batches)
+
+
 def _ignore_signal(signum: int, frame: Any) -> None:
     """A no-op handler; not ``SIG_IGN``, which for SIGCHLD makes the kernel reap the
     children itself, so the workers' joins would find nothing to wait for."""
@@ -186,14 +227,28 @@ def batched_epoch(
             yield x1, x2, labels[idx]
 
 
+AUGMENT_MODES = ("batched", "split", "per_sample")
+
+
+def augment_mode(train: dict[str, Any], gpu_augment: bool) -> str:
+    """How a training source is augmented: ``batched`` (in-memory uint8 images, the whole
+    recipe on the device), ``split`` (a dataset such as an image folder: decode, crop and flip
+    in the workers, the rest on the device) or ``per_sample`` (everything in the workers)."""
+    if not gpu_augment:
+        return "per_sample"
+    return "batched" if "images" in train else "split"
+
+
 class TrainBatches:
     """One process's training micro-batches ``(x1, x2, y)``, epoch by epoch.
 
-    ``train`` is a plan's training source (:class:`vssl.train.plan.Plan`): with
-    ``gpu_augment`` its uint8 images and labels are moved to ``device`` once and augmented there
-    in batches (:func:`batched_epoch`; ``batched`` picks the implementation: ``"tensor"``,
-    :class:`~vssl.augment.TensorTwoViewAugment`, or ``"kornia"``); otherwise the views are drawn
-    per sample in ``num_workers`` DataLoader workers (:func:`cpu_epoch`). The images are
+    ``train`` is a plan's training source (:class:`vssl.train.plan.Plan`). With
+    ``gpu_augment`` and in-memory images (``train["images"]``) its uint8 images and labels are
+    moved to ``device`` once and augmented there in batches (:func:`batched_epoch`; ``batched``
+    picks the implementation: ``"tensor"``, :class:`~vssl.augment.TensorTwoViewAugment`, or
+    ``"kornia"``); with ``gpu_augment`` and a dataset (an image folder) the workers decode and
+    crop, the device does the rest (:func:`split_epoch`); otherwise the views are drawn per
+    sample in ``num_workers`` DataLoader workers (:func:`cpu_epoch`). The images are
     normalised with ``mean``/``std`` after the augmentation ``recipe``; the views come
     ``channels_last`` if asked, and ``compile_augment`` compiles the plain-tensor ops.
     """
@@ -217,13 +272,27 @@ class TrainBatches:
         batched: str = "tensor",
         compile_augment: bool = False,
     ) -> None:
-        from vssl.augment import GPUTwoViewAugment, TensorTwoViewAugment, TwoViewTransform
+        from vssl.augment import (
+            GPUTwoViewAugment,
+            TensorTwoViewAugment,
+            TwoViewCrops,
+            TwoViewTransform,
+        )
 
         self.n = len(train["labels"]) if "labels" in train else len(train["dataset"])
         self.gpu_augment, self.device, self.seed = gpu_augment, device, seed
         self.global_batch, self.accum, self.world, self.rank = global_batch, accum, world, rank
         self.num_workers, self.channels_last = num_workers, channels_last
-        if gpu_augment:
+        self.mode = augment_mode(train, gpu_augment)
+        if self.mode == "split":
+            if batched != "tensor":
+                raise ValueError("split augmentation (an image folder) has the tensor path only")
+            aug = TensorTwoViewAugment(recipe, mean, std, channels_last=channels_last)
+            if compile_augment:
+                aug.compile_ops()
+            self.augment = aug.to(device)
+            self.dataset = SeededTwoViewDataset(train["dataset"], TwoViewCrops(recipe), seed)
+        elif self.mode == "batched":
             if batched == "tensor":
                 aug: torch.nn.Module = TensorTwoViewAugment(
                     recipe, mean, std, channels_last=channels_last
@@ -248,9 +317,20 @@ class TrainBatches:
         plan = epoch_micro_batches(
             self.n, self.global_batch, self.accum, self.world, self.rank, self.seed, epoch
         )
-        if self.gpu_augment:
+        if self.mode == "batched":
             return batched_epoch(
                 self.images, self.labels, self.augment, plan, self.seed, epoch, self.rank
+            )
+        if self.mode == "split":
+            return split_epoch(
+                self.dataset,
+                self.augment,
+                plan,
+                self.seed,
+                epoch,
+                self.rank,
+                self.num_workers,
+                self.device,
             )
         return cpu_epoch(
             self.dataset, plan, epoch, self.num_workers, self.device, self.channels_last

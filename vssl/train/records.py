@@ -204,6 +204,7 @@ def final_metrics(
         "device": device,
         "mixed_precision": plan.mixed_precision,
         "gpu_augment": plan.gpu_augment,
+        "augment": plan.augment,
         "knn": {"k": KNN_K, "temperature": KNN_T, "split": "train -> test"},
         "accuracy_unit": "percent",
     }

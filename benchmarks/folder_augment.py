@@ -9,14 +9,16 @@ synthetic one of ``--images`` photo-sized JPEGs is written to a temporary folder
 - ``split workers``: decode + both views' crop and flip (:class:`vssl.augment.TwoViewCrops`,
   what each DataLoader worker does under ``gpu_augment: true``), one core;
 - ``split device``: the photometric rest on a batch of cropped views
-  (:meth:`TensorTwoViewAugment.photometric`) on ``--device`` (CUDA when there is one);
+  (:meth:`TensorTwoViewAugment.photometric`) on ``--device`` (CUDA when there is one; compiled
+  there, as the engine does), ``--calls`` calls per round;
 - ``split loader``: the engine's own loader (:class:`vssl.train.loader.TrainBatches`, split
-  mode) with ``--workers`` workers feeding ``--device``, end to end, after one warm-up epoch.
+  mode, compiled on CUDA) with ``--workers`` workers feeding ``--device``, end to end, epochs of
+  ``--loader-images`` (the folder's files in turn) after one warm-up epoch; each epoch starts
+  its workers afresh, as the engine's do.
 
 Rounds interleave the per-core measurements; each row reports the median images/s (two views
 per image) and the ratio to ``per_sample`` within a round. Synthetic JPEGs (a colour, a ramp and
-noise, quality 90) decode at a speed close to photos of the same size; pass ``--root`` for real
-ones.
+noise, quality 90) decode faster than photos of the same size; pass ``--root`` for real ones.
 
     python benchmarks/folder_augment.py --images 96 --rounds 3 --workers 2 --out OUT.json
 """
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=256, help="batch of the device and loader rows")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--loader-images", type=int, default=1024, help="images per loader epoch")
+    p.add_argument("--calls", type=int, default=3, help="device calls per round")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
@@ -104,24 +107,29 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(args.root) if args.root else Path(tmp)
         if not args.root:
             h, w = (int(v) for v in args.size.split("x"))
-            write_fake_folder(root, max(args.images, args.loader_images, 100), h, w)
+            write_fake_folder(root, max(args.images, 512), h, w)
         os.environ["VSSL_DATA_ROOT"] = str(root)
         params = load_params(ROOT / "params.yaml", profile="paper")
         ds = build_dataset("imagenet100", "train", params)
         idx = list(range(min(args.images, len(ds))))
         n = len(idx)
         full, crops = TwoViewTransform(recipe, MEAN, STD), TwoViewCrops(recipe)
+        compiled = device.type == "cuda"  # the engine compiles the augmentation on CUDA
         aug = TensorTwoViewAugment(recipe, MEAN, STD).to(device)
+        if compiled:
+            aug.compile_ops()
         cropped = [crops(ds[i][0]) for i in idx[: min(n, args.batch)]]
         c1 = torch.stack([a for a, _ in cropped])
         c2 = torch.stack([b for _, b in cropped])
         cycle = torch.arange(args.batch) % len(cropped)  # a full batch from the crops at hand
         c1, c2 = c1[cycle].to(device), c2[cycle].to(device)
-        aug.photometric(c1, c2)  # warm-up
+        for _ in range(2):  # warm-up (and compile)
+            aug.photometric(c1, c2)
         _sync(device)
 
-        def device_call() -> None:
-            aug.photometric(c1, c2)
+        def device_calls() -> None:
+            for _ in range(args.calls):
+                aug.photometric(c1, c2)
             _sync(device)
 
         rows: dict[str, list[float]] = {k: [] for k in ("decode", "per_sample", "split workers")}
@@ -130,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             rows["decode"].append(_rate(lambda: [ds[i] for i in idx], n))
             rows["per_sample"].append(_rate(lambda: [full(ds[i][0]) for i in idx], n))
             rows["split workers"].append(_rate(lambda: [crops(ds[i][0]) for i in idx], n))
-            rows["split device"].append(_rate(device_call, c1.shape[0]))
+            rows["split device"].append(_rate(device_calls, args.calls * c1.shape[0]))
 
         # The engine's loader, split mode, end to end (workers decode + crop, device finishes).
-        sub = torch.utils.data.Subset(ds, list(range(min(args.loader_images, len(ds)))))
+        sub = torch.utils.data.Subset(ds, [i % len(ds) for i in range(args.loader_images)])
         batches = TrainBatches(
             {"dataset": sub},
             recipe,
@@ -148,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             rank=0,
             num_workers=args.workers,
             channels_last=True,
+            compile_augment=compiled,
         )
         loader_rates = []
         for epoch in range(1 + args.rounds):
@@ -156,14 +165,16 @@ def main(argv: list[str] | None = None) -> int:
             for x1, _x2, _y in batches.epoch(epoch):
                 seen += x1.shape[0]
             _sync(device)
-            if epoch:  # the first epoch starts the workers
+            if epoch:  # the first epoch warms up (caches, compiles)
                 loader_rates.append(seen / (time.perf_counter() - t0))
 
     base = rows["per_sample"]
     table = []
     for name, rates in rows.items():
         ratio = statistics.median(r / b for r, b in zip(rates, base, strict=True))
-        where = "1 core" if name != "split device" else f"{device.type}, batch {c1.shape[0]}"
+        where = "1 core"
+        if name == "split device":
+            where = f"{device.type}, batch {c1.shape[0]}" + (", compiled" if compiled else "")
         table.append({"path": name, "where": where, "img_s": statistics.median(rates),
                       "min": min(rates), "max": max(rates), "ratio_to_per_sample": ratio})  # fmt: skip
     table.append({"path": "split loader", "where": f"{args.workers} workers -> {device.type}",

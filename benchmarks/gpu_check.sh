@@ -19,7 +19,8 @@
 #   --with-profile: then 3. benchmarks/profile_step.py on BYOL and VSSL (where a step's time
 #   goes: phases, device busy from the trace, top operators; ~1-2 more minutes on a GPU)
 #   --with-tests: then 4. the CUDA-only tests (steps free of host syncs under
-#   torch.cuda.set_sync_debug_mode("error"); the GPU augmentation against the CPU path; ~2 min)
+#   torch.cuda.set_sync_debug_mode("error"); the GPU augmentation against the CPU path; the
+#   split path's device half without syncs, compiled = eager; ~2 min)
 #   --with-epoch-costs: then 5. benchmarks/snapshot_cost.py (the host copy of the run's state
 #   kept for a stop signal, old way and new, ~20 s) and benchmarks/epoch_costs.py at full
 #   CIFAR-10's size (cifar10-mini tiled 12 times, BYOL, 7 epochs): each per-epoch event timed
@@ -123,7 +124,7 @@ else
   budget_profile=150  # compiles again; a first try with a 100 s cap ran out (2026-11-27)
   budget_tests=180  # 116 s on an H100
   tile=12; budget_costs=240  # compiles again, then 7 epochs of 51,020 images and their monitors
-  folder=(--images 96 --rounds 3 --loader-images 4096 --batch 256 --workers "$(nproc)")
+  folder=(--images 96 --rounds 3 --calls 5 --loader-images 16384 --batch 256 --workers "$(nproc)")
   budget_folder=150
   engine_runs=(byol-b256 vssl-b256 byol-b512 vssl-b512)
 fi
@@ -211,6 +212,8 @@ if [ "$with_tests" = 1 ]; then
     tests/test_step_sync.py::test_cuda_steps_do_not_synchronise \
     tests/test_augment.py::test_gpu_path_on_cuda_matches_cpu_path \
     tests/test_snapshot.py::test_cuda_copies_are_pinned_asynchronous_and_see_exactly_the_updated_state \
+    tests/test_split_augment.py::test_cuda_split_half_does_not_synchronise_and_compiles_to_the_same_views \
+    tests/test_split_augment.py::test_cuda_split_epoch_prefetch_delivers_each_batchs_own_views \
     2>&1 \
     | tee "$out/pytest-cuda.log" | tail -n 8 || echo "the CUDA tests failed or stopped: see $out/pytest-cuda.log"
 fi

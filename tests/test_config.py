@@ -96,12 +96,33 @@ def test_a_bare_no_is_accelerates_no_mixed_precision() -> None:
         ("probe.linear.weight_decays=[-1]", "probe.linear.weight_decays.0: Input should be"),
         ("grid.seeds=[0, -1]", "grid.seeds.1: Input should be greater than or equal to 0"),
         ("methods.vssl.logvar_min=5", "logvar_min (5.0) must be below logvar_max (4.0)"),
+        ("data.num_workers=-1", "data.num_workers: Value error, must be a whole number >= 0 or"),
+        ("data.num_workers=many", "must be a whole number >= 0 or 'auto', got 'many'"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         load_params(PARAMS, profile="smoke", overrides=[override])
     assert message in str(e.value)
+
+
+def test_auto_workers_share_this_process_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`data.num_workers: auto` (the paper profile's): the cores this process may use, divided
+    among the processes on its machine, one left for the main process; a number is kept."""
+    import os
+
+    p = load_params(PARAMS, profile="paper")
+    assert p.data.num_workers == "auto"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert p.data.workers() == 15
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert p.data.workers() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert p.data.workers() == 0
+    assert (
+        load_params(PARAMS, profile="paper", overrides=["data.num_workers=3"]).data.workers() == 3
+    )
 
 
 def test_unknown_profile_lists_the_known_ones() -> None:

@@ -240,3 +240,89 @@ def test_split_image_folder_run_resumes_exactly(tmp_path, monkeypatch):
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resuming_on_another_augmentation_path_warns(tmp_path, monkeypatch, caplog):
+    """A checkpoint remembers its augmentation path; resuming an image-folder run on another
+    one (here a checkpoint from before the split path, which has no record of it, resumed
+    split) says that the numbers will not match an uninterrupted run."""
+    import logging
+
+    from vssl.train.checkpoint import load_checkpoint
+
+    _fake_imagenet(tmp_path, per_class=1)
+    monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
+    out = tmp_path / "run"
+    base = ["pretrain", "--params", str(ROOT / "params.yaml"), "--profile", "smoke"]
+    base += ["--dataset", "imagenet100", "--method", "byol", "--seed", "0", "--epochs", "2"]
+    base += ["--out", str(out), "--no-mlflow"]
+    for s in ("data.train_subset=null", "data.test_subset=null", "pretrain.batch_size=50",
+              "pretrain.knn_every=0", "pretrain.gpu_augment=true"):  # fmt: skip
+        base += ["--set", s]
+    assert main([*base, "--stop-after", "1"]) == 0
+    partial = out / "checkpoint.partial.pt"
+    ck = load_checkpoint(partial)
+    assert ck["augment"] == "split"
+    caplog.set_level(logging.WARNING, logger="vssl")
+    assert main([*base, "--resume"]) == 0  # same path: no warning
+    assert "augmented" not in caplog.text
+    assert main([*base, "--stop-after", "1", "--overwrite"]) == 0
+    ck = torch.load(partial, weights_only=True)
+    del ck["augment"]  # as written before the split path existed
+    torch.save(ck, partial)
+    assert main([*base, "--resume"]) == 0
+    assert "resuming a run augmented per_sample with split augmentation" in caplog.text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_split_half_does_not_synchronise_and_compiles_to_the_same_views():
+    """On CUDA the photometric half reads nothing back to the host in steady state, and its
+    compiled form (what the engine runs) gives the eager views under the same seed."""
+    r = get_preset("imagenet")
+    eager = TensorTwoViewAugment(r, MEAN3, STD3).cuda()
+    compiled = TensorTwoViewAugment(r, MEAN3, STD3).cuda()
+    compiled.compile_ops()
+    x1 = _smooth_images(32, 224, 224).cuda()
+    x2 = x1.flip(-1).contiguous()
+    for aug in (eager, compiled):  # warm-up (and compile)
+        aug.photometric(x1, x2)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for aug in (eager, compiled):
+            torch.manual_seed(9)
+            aug.photometric(x1, x2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.manual_seed(9)
+    a1, a2 = eager.photometric(x1, x2)
+    torch.manual_seed(9)
+    b1, b2 = compiled.photometric(x1, x2)
+    torch.testing.assert_close(b1, a1, atol=1e-4, rtol=0)
+    torch.testing.assert_close(b2, a2, atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_split_epoch_prefetch_delivers_each_batchs_own_views():
+    """On CUDA the crops reach the device a batch ahead on a side stream: every micro-batch
+    must still be exactly the photometric half of its own crops under its own seed."""
+    from vssl.train.loader import AUGMENT, epoch_micro_batches, mix_seed
+
+    dataset = TensorImageDataset(_smooth_images(64, 36, 44), torch.arange(64) % 4)
+    b = TrainBatches(
+        {"dataset": dataset}, get_preset("cifar"), MEAN3, STD3, gpu_augment=True,
+        device=torch.device("cuda"), seed=5, global_batch=16, accum=2, world=1, rank=0,
+        num_workers=2,
+    )  # fmt: skip
+    got = list(b.epoch(1))
+    plan = epoch_micro_batches(64, 16, 2, 1, 0, 5, 1)
+    ref_aug = TensorTwoViewAugment(get_preset("cifar"), MEAN3, STD3).cuda()
+    for k, (x1, x2, y) in enumerate(got):
+        s, m = divmod(k, 2)
+        items = [b.dataset[(1, int(i))] for i in plan[s][m]]
+        c1 = torch.stack([c for (c, _), _ in items]).cuda()
+        c2 = torch.stack([c for (_, c), _ in items]).cuda()
+        torch.manual_seed(mix_seed(5, AUGMENT, 1, s, m, 0))
+        r1, r2 = ref_aug.photometric(c1, c2)
+        assert torch.equal(x1, r1) and torch.equal(x2, r2)
+        assert torch.equal(y.cpu(), torch.tensor([lab for _, lab in items]))

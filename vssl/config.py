@@ -102,10 +102,27 @@ class NpzDatasetCfg(_Strict):
     preset: str = "cifar"
 
 
+def _workers_setting(v: Any) -> Any:
+    _not_bool(v)
+    if v == "auto" or (isinstance(v, int) and v >= 0):
+        return v
+    raise ValueError(f"must be a whole number >= 0 or 'auto', got {v!r}")
+
+
 class DataCfg(_Strict):
     train_subset: Int | None = Field(None, gt=0)
     test_subset: Int | None = Field(None, gt=0)
-    num_workers: Int = Field(2, ge=0)
+    # DataLoader workers per process for on-disk datasets (image folders); auto: the cores this
+    # process may use, shared among the processes on its machine, one left for the main process.
+    num_workers: Annotated[Int | str, BeforeValidator(_workers_setting)] = 2
+
+    def workers(self) -> int:
+        """``num_workers`` as a number (``auto`` resolved for this process)."""
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return max(0, (cores or 1) // max(1, local) - 1)
 
 
 class BackboneCfg(_Strict):

@@ -217,12 +217,12 @@ class ExtractionPlan:
     checkpoint_path: str | Path | None = None
 
     def run(self, device: torch.device | None = None, progress: bool | None = None) -> Extraction:
-        torch.set_flush_denormal(True)  # denormals slow CPU convolutions ~3x (see the engine)
         """Extract both splits (nothing written; see :meth:`Extraction.write`)."""
+        torch.set_flush_denormal(True)  # denormals slow CPU convolutions ~3x (see the engine)
         device = device or pick_device()
         self.method.to(device)
         # In-memory uint8 batches are light to collate: worker processes would only add cost.
-        workers = 0 if self.batch_transform is not None else self.params.data.num_workers
+        workers = 0 if self.batch_transform is not None else self.params.data.workers()
         start = time.perf_counter()
         out = {
             s: extract_features(

@@ -9,7 +9,8 @@ Keys (``FORMAT_VERSION`` 1; the dict is assembled by
 
     format_version, method, variant, dataset, seed, epoch (completed epochs), total_epochs,
     complete, config (resolved Params as a dict), fingerprint (see
-    vssl.train.plan.training_fingerprint), data_spec (name, image_size, channels, classes,
+    vssl.train.plan.training_fingerprint), augment (the augmentation path: batched, split or
+    per_sample; a resume on another path warns), data_spec (name, image_size, channels, classes,
     num_classes, mean, std, preset), model (Method state dict: student, teacher, heads),
     optimizer, scheduler, online_probe ({"model", "optimizer"}; None for untrained methods),
     rng (python, numpy, torch, cuda, sampler), global_step, images_seen, train_time_s,

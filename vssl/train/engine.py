@@ -248,7 +248,8 @@ class _Runner:
         self.probe = self.acc.unwrap_model(self.model).probe
         self.clip = grad_clip(plan, self.method)
 
-        # Data on the device (batched augmentation) or per-sample in DataLoader workers.
+        # Data on the device (batched augmentation), crops in DataLoader workers and the rest on
+        # the device (split, image folders), or per sample in the workers.
         spec = plan.spec
         self.batches = TrainBatches(
             plan.train,
@@ -262,7 +263,7 @@ class _Runner:
             accum=plan.accum,
             world=plan.world,
             rank=self.acc.process_index,
-            num_workers=self.params.data.num_workers,
+            num_workers=self.params.data.workers(),
             channels_last=self.channels_last,
             compile_augment=self.compiled,
         )
@@ -297,6 +298,18 @@ class _Runner:
                 "so the numbers will not match an uninterrupted run exactly",
                 ck.get("world_size"),
                 self.acc.num_processes,
+            )
+        # Checkpoints from before the split path never split an image folder.
+        was = ck.get("augment", "per_sample" if not self.plan.spec.in_memory else self.plan.augment)
+        if was != self.plan.augment:
+            log.warning(
+                "resuming a run augmented %s with %s augmentation (pretrain.gpu_augment=%s on "
+                "%s): the views are drawn differently, so the numbers will not match an "
+                "uninterrupted run exactly",
+                was,
+                self.plan.augment,
+                self.params.pretrain.gpu_augment,
+                self.device.type,
             )
         self.start_epoch = int(ck["epoch"])
         self.record = records.RunRecord.from_checkpoint(ck, self.record.diagnostics)

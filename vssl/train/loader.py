@@ -15,13 +15,14 @@ batches with the same augmentations as a run that never stopped.
   rank r is augmented under ``mix_seed(seed, AUGMENT, e, s, m, r)`` (the global RNG of the
   images' device, forked and restored). The epoch's sample indices go to the device once, at
   the start of the epoch (pinned memory, non-blocking), not once per micro-batch.
-- Split augmentation (image folders on an accelerator): the workers decode each image and draw
-  its two crops and flips (:class:`vssl.augment.TwoViewCrops`) under sample i's seed as above;
-  the uint8 views go to the device (pinned, non-blocking) and the photometric ops run there on
-  the micro-batch (:meth:`vssl.augment.TensorTwoViewAugment.photometric`) under micro-batch
-  (e, s, m, r)'s seed as above.
+- Split augmentation (image folders with ``gpu_augment``; ``auto``: on an accelerator): the
+  workers decode each image and draw its two crops and flips
+  (:class:`vssl.augment.TwoViewCrops`) under sample i's seed as above; the uint8 views go to the
+  device (pinned, non-blocking) and the photometric ops run there on the micro-batch
+  (:meth:`vssl.augment.TensorTwoViewAugment.photometric`) under micro-batch (e, s, m, r)'s
+  seed as above.
 
-:class:`TrainBatches` picks one of the two for a run and yields each epoch's micro-batches.
+:class:`TrainBatches` picks one of the three for a run and yields each epoch's micro-batches.
 """
 
 from __future__ import annotations
@@ -126,6 +127,36 @@ def cpu_epoch(
         shut_down_workers(batches)
 
 
+def prefetch_to_device(
+    batches: Iterator[tuple[Tensor, ...]], device: torch.device
+) -> Iterator[tuple[Tensor, ...]]:
+    """``batches`` (tuples of pinned CPU tensors) on ``device``, one batch ahead: on CUDA each
+    batch is copied on a side stream while the previous one is being used, and the compute
+    stream waits for that copy only when it takes the batch (``record_stream`` keeps the
+    memory until the compute stream is done with it). Off CUDA a plain ``.to(device)``."""
+    if device.type != "cuda":
+        for batch in batches:
+            yield tuple(t.to(device) for t in batch)
+        return
+    copy_stream = torch.cuda.Stream(device)
+
+    def start(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        with torch.cuda.stream(copy_stream):
+            return tuple(t.to(device, non_blocking=True) for t in batch)
+
+    ahead = next(batches, None)
+    ahead = None if ahead is None else start(ahead)
+    while ahead is not None:
+        compute = torch.cuda.current_stream(device)
+        compute.wait_stream(copy_stream)
+        for t in ahead:
+            t.record_stream(compute)
+        ready = ahead
+        following = next(batches, None)
+        ahead = None if following is None else start(following)
+        yield ready
+
+
 def split_epoch(
     dataset: SeededTwoViewDataset,
     augment: Any,
@@ -137,7 +168,8 @@ def split_epoch(
     device: torch.device,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Micro-batches ``(x1, x2, y)``: ``dataset`` yields each sample's two uint8 crops from the
-    DataLoader workers, ``augment.photometric`` finishes each micro-batch on ``device``."""
+    DataLoader workers, they reach ``device`` a batch ahead (:func:`prefetch_to_device`), and
+    ``augment.photometric`` finishes each micro-batch there."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(
@@ -149,15 +181,14 @@ def split_epoch(
     fork = {"devices": [device.index or 0], "device_type": "cuda"} if device.type == "cuda" else {}
     accum = len(plan[0]) if plan else 1
     batches = iter(loader)
+    flat = ((c1, c2, torch.as_tensor(y)) for (c1, c2), y in batches)
     try:
-        for k, ((c1, c2), y) in enumerate(batches):
+        for k, (c1, c2, y) in enumerate(prefetch_to_device(flat, device)):
             s, m = divmod(k, accum)
-            c1 = c1.to(device, non_blocking=True)
-            c2 = c2.to(device, non_blocking=True)
             with torch.random.fork_rng(**({"devices": []} | fork)):
                 torch.manual_seed(mix_seed(seed, AUGMENT, epoch, s, m, rank))
                 x1, x2 = augment.photometric(c1, c2)
-            yield x1, x2, torch.as_tensor(y).to(device, non_blocking=True)
+            yield x1, x2, y
     finally:
         shut_down_workers(batches)
 

@@ -277,8 +277,8 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
         # (1 thread: ~1,500-2,100 vs 250-470 img/s on this 2-core machine), and workers would
         # compete with training for the cores. Image folders: on an accelerator the workers
         # only decode and crop, the device does the rest ("split"); on the CPU the batched
-        # photometric ops are no faster than per sample (48 vs 54 img/s per core at 224 px),
-        # and the workers run them beside training.
+        # photometric ops run at half the per-sample rate (40 vs 80 img/s per core at 224 px,
+        # benchmarks/folder_augment.py), and in the training process, not beside it.
         gpu_aug = spec.in_memory or device_type != "cpu"
     else:
         gpu_aug = bool(pc.gpu_augment)
@@ -323,7 +323,7 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
 
     # Data: loading it is what proves the files are there (DataError otherwise).
     eval_tf = eval_transform(recipe, spec.mean, spec.std)
-    nw = params.data.num_workers
+    nw = params.data.workers()
     if spec.in_memory:
         x, y = load_tensors(job.dataset, spec.pretrain_split, params)
         train = {"images": x, "labels": y}

@@ -244,6 +244,7 @@ def checkpoint_contents(
         "complete": complete,
         "config": job.params.to_dict(),
         "fingerprint": plan.fingerprint,
+        "augment": plan.augment,
         "data_spec": data_spec_dict(plan.spec),
         "model": method.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer else None,

@@ -277,7 +277,7 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
         # (1 thread: ~1,500-2,100 vs 250-470 img/s on this 2-core machine), and workers would
         # compete with training for the cores. Image folders: on an accelerator the workers
         # only decode and crop, the device does the rest ("split"); on the CPU the batched
-        # photometric ops run at half the per-sample rate (40 vs 80 img/s per core at 224 px,
+        # photometric ops run at half the per-sample rate (38 vs 85 img/s per core at 224 px,
         # benchmarks/folder_augment.py), and in the training process, not beside it.
         gpu_aug = spec.in_memory or device_type != "cpu"
     else:

@@ -199,6 +199,16 @@ def _fake_imagenet(root: Path, per_class: int) -> None:
                 Image.fromarray(img).save(d / f"{w}_{j}.JPEG", quality=90)
 
 
+def _folder_run(out: Path, method: str, epochs: int, sets: tuple[str, ...], *extra: str) -> list:
+    """`vssl pretrain` arguments for ImageNet-100 (a fake folder) at the smoke profile."""
+    args = ["pretrain", "--params", str(ROOT / "params.yaml"), "--profile", "smoke"]
+    args += ["--dataset", "imagenet100", "--method", method, "--seed", "0"]
+    args += ["--epochs", str(epochs), "--out", str(out), "--no-mlflow", *extra]
+    for s in ("data.train_subset=null", "data.test_subset=null", "pretrain.knn_every=0", *sets):
+        args += ["--set", s]
+    return args
+
+
 @pytest.mark.parametrize(("setting", "mode"), [("auto", "per_sample"), ("true", "split")])
 def test_image_folder_pretraining_picks_the_augmentation_path(tmp_path, monkeypatch, setting, mode):
     """On the CPU `auto` keeps image folders per sample in the workers; `true` splits them
@@ -206,13 +216,8 @@ def test_image_folder_pretraining_picks_the_augmentation_path(tmp_path, monkeypa
     _fake_imagenet(tmp_path, per_class=1)
     monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
     out = tmp_path / "run"
-    args = ["pretrain", "--params", str(ROOT / "params.yaml"), "--profile", "smoke"]
-    args += ["--dataset", "imagenet100", "--method", "byol", "--seed", "0", "--epochs", "1"]
-    args += ["--out", str(out), "--no-mlflow"]
-    for s in ("data.train_subset=null", "data.test_subset=null", "pretrain.batch_size=50",
-              "pretrain.knn_every=0", f"pretrain.gpu_augment={setting}"):  # fmt: skip
-        args += ["--set", s]
-    assert main(args) == 0
+    sets = ("pretrain.batch_size=50", f"pretrain.gpu_augment={setting}")
+    assert main(_folder_run(out, "byol", 1, sets)) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["augment"] == mode and m["gpu_augment"] is (mode == "split")
     assert np.isfinite(m["loss"])
@@ -224,15 +229,10 @@ def test_split_image_folder_run_resumes_exactly(tmp_path, monkeypatch):
     _fake_imagenet(tmp_path, per_class=1)
     monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
 
+    sets = ("pretrain.batch_size=24", "pretrain.grad_accum_steps=2", "pretrain.gpu_augment=true")
+
     def run(out: Path, *extra: str) -> None:
-        args = ["pretrain", "--params", str(ROOT / "params.yaml"), "--profile", "smoke"]
-        args += ["--dataset", "imagenet100", "--method", "vssl", "--seed", "0", "--epochs", "2"]
-        args += ["--out", str(out), "--no-mlflow", *extra]
-        for s in ("data.train_subset=null", "data.test_subset=null", "pretrain.batch_size=24",
-                  "pretrain.grad_accum_steps=2", "pretrain.knn_every=0",
-                  "pretrain.gpu_augment=true"):  # fmt: skip
-            args += ["--set", s]
-        assert main(args) == 0
+        assert main(_folder_run(out, "vssl", 2, sets, *extra)) == 0
 
     run(tmp_path / "full")
     run(tmp_path / "split", "--stop-after", "1")
@@ -253,12 +253,7 @@ def test_resuming_on_another_augmentation_path_warns(tmp_path, monkeypatch, capl
     _fake_imagenet(tmp_path, per_class=1)
     monkeypatch.setenv("VSSL_DATA_ROOT", str(tmp_path))
     out = tmp_path / "run"
-    base = ["pretrain", "--params", str(ROOT / "params.yaml"), "--profile", "smoke"]
-    base += ["--dataset", "imagenet100", "--method", "byol", "--seed", "0", "--epochs", "2"]
-    base += ["--out", str(out), "--no-mlflow"]
-    for s in ("data.train_subset=null", "data.test_subset=null", "pretrain.batch_size=50",
-              "pretrain.knn_every=0", "pretrain.gpu_augment=true"):  # fmt: skip
-        base += ["--set", s]
+    base = _folder_run(out, "byol", 2, ("pretrain.batch_size=50", "pretrain.gpu_augment=true"))
     assert main([*base, "--stop-after", "1"]) == 0
     partial = out / "checkpoint.partial.pt"
     ck = load_checkpoint(partial)

@@ -45,7 +45,28 @@ def build_view(
     return v2.Compose(ops)
 
 
-class TwoViewTransform:
+class _TwoViews:
+    """``transform(img) -> (view1(img), view2(img))`` for one uint8 (C, H, W) tensor."""
+
+    recipe: Recipe
+    view1: v2.Compose
+    view2: v2.Compose
+
+    def __call__(self, img: Tensor) -> tuple[Tensor, Tensor]:
+        if img.dtype != torch.uint8 or img.dim() != 3:
+            raise TypeError(
+                f"{type(self).__name__} expects a uint8 (C, H, W) tensor, got {img.dtype} "
+                f"{tuple(img.shape)}"
+            )
+        return self.view1(img), self.view2(img)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.recipe.name}:\n view1={self.view1}\n view2={self.view2})"
+        )
+
+
+class TwoViewTransform(_TwoViews):
     """``transform(img) -> (v1, v2)``: both views of one uint8 (C, H, W) tensor, normalised."""
 
     def __init__(self, recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -54,21 +75,11 @@ class TwoViewTransform:
         self.view1 = build_view(recipe, recipe.view1, mean, std)
         self.view2 = build_view(recipe, recipe.view2, mean, std)
 
-    def __call__(self, img: Tensor) -> tuple[Tensor, Tensor]:
-        if img.dtype != torch.uint8 or img.dim() != 3:
-            raise TypeError(
-                f"TwoViewTransform expects a uint8 (C, H, W) tensor, got {img.dtype} {tuple(img.shape)}"
-            )
-        return self.view1(img), self.view2(img)
-
-    def __repr__(self) -> str:
-        return f"TwoViewTransform({self.recipe.name}:\n view1={self.view1}\n view2={self.view2})"
-
 
 GEOMETRIC_OPS = ("crop", "hflip")
 
 
-class TwoViewCrops:
+class TwoViewCrops(_TwoViews):
     """``transform(img) -> (c1, c2)``: the geometric part of each view (random resized crop,
     horizontal flip) of one uint8 (C, H, W) tensor, as uint8 (C, size, size).
 
@@ -86,16 +97,6 @@ class TwoViewCrops:
             v2.Compose([_op(n, a) for n, a in view_ops(recipe, view) if n in GEOMETRIC_OPS])
             for view in recipe.views
         )
-
-    def __call__(self, img: Tensor) -> tuple[Tensor, Tensor]:
-        if img.dtype != torch.uint8 or img.dim() != 3:
-            raise TypeError(
-                f"TwoViewCrops expects a uint8 (C, H, W) tensor, got {img.dtype} {tuple(img.shape)}"
-            )
-        return self.view1(img), self.view2(img)
-
-    def __repr__(self) -> str:
-        return f"TwoViewCrops({self.recipe.name}:\n view1={self.view1}\n view2={self.view2})"
 
 
 def eval_transform(recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:

@@ -28,6 +28,7 @@ batches with the same augmentations as a run that never stopped.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -96,6 +97,31 @@ class _PlanSampler:
         return len(self.batches)
 
 
+def _plan_loader(
+    dataset: SeededTwoViewDataset, plan: list[list[Tensor]], epoch: int, num_workers: int,
+    device: torch.device,
+) -> Any:  # fmt: skip
+    """A DataLoader over ``plan``'s micro-batches of ``epoch``, pinned for CUDA."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,
+        batch_sampler=_PlanSampler(plan, epoch),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
+@contextmanager
+def _micro_batch_rng(device: torch.device, *parts: int) -> Iterator[None]:
+    """Inside: the global RNG of ``device`` (and the CPU's) seeded by ``mix_seed(*parts)``,
+    forked and restored after."""
+    fork = {"devices": [device.index or 0], "device_type": "cuda"} if device.type == "cuda" else {}
+    with torch.random.fork_rng(**({"devices": []} | fork)):
+        torch.manual_seed(mix_seed(*parts))
+        yield
+
+
 def cpu_epoch(
     dataset: SeededTwoViewDataset,
     plan: list[list[Tensor]],
@@ -106,16 +132,8 @@ def cpu_epoch(
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Micro-batches ``(x1, x2, y)`` on ``device`` from DataLoader workers (per-sample views),
     the views ``channels_last`` if asked."""
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(
-        dataset,
-        batch_sampler=_PlanSampler(plan, epoch),
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
     fmt = torch.channels_last if channels_last else torch.preserve_format
-    batches = iter(loader)
+    batches = iter(_plan_loader(dataset, plan, epoch, num_workers, device))
     try:
         for (x1, x2), y in batches:
             yield (
@@ -170,23 +188,13 @@ def split_epoch(
     """Micro-batches ``(x1, x2, y)``: ``dataset`` yields each sample's two uint8 crops from the
     DataLoader workers, they reach ``device`` a batch ahead (:func:`prefetch_to_device`), and
     ``augment.photometric`` finishes each micro-batch there."""
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(
-        dataset,
-        batch_sampler=_PlanSampler(plan, epoch),
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    fork = {"devices": [device.index or 0], "device_type": "cuda"} if device.type == "cuda" else {}
     accum = len(plan[0]) if plan else 1
-    batches = iter(loader)
+    batches = iter(_plan_loader(dataset, plan, epoch, num_workers, device))
     flat = ((c1, c2, torch.as_tensor(y)) for (c1, c2), y in batches)
     try:
         for k, (c1, c2, y) in enumerate(prefetch_to_device(flat, device)):
-            s, m = divmod(k, accum)
-            with torch.random.fork_rng(**({"devices": []} | fork)):
-                torch.manual_seed(mix_seed(seed, AUGMENT, epoch, s, m, rank))
+            s, m = divmod(k, accum)  # the sampler yields micro-batches step by step
+            with _micro_batch_rng(device, seed, AUGMENT, epoch, s, m, rank):
                 x1, x2 = augment.photometric(c1, c2)
             yield x1, x2, y
     finally:
@@ -247,18 +255,12 @@ def batched_epoch(
     if device.type == "cuda":
         indices = indices.pin_memory()
     indices = indices.to(device, non_blocking=True)
-    # Fork (and restore) the RNG of the device the augmentation samples on; CPU is always forked.
-    fork = {"devices": [device.index or 0], "device_type": "cuda"} if device.type == "cuda" else {}
     for s in range(indices.shape[0]):
         for m in range(indices.shape[1]):
             idx = indices[s, m]
-            with torch.random.fork_rng(**({"devices": []} | fork)):
-                torch.manual_seed(mix_seed(seed, AUGMENT, epoch, s, m, rank))
+            with _micro_batch_rng(device, seed, AUGMENT, epoch, s, m, rank):
                 x1, x2 = augment(images[idx])
             yield x1, x2, labels[idx]
-
-
-AUGMENT_MODES = ("batched", "split", "per_sample")
 
 
 def augment_mode(train: dict[str, Any], gpu_augment: bool) -> str:
@@ -315,24 +317,21 @@ class TrainBatches:
         self.global_batch, self.accum, self.world, self.rank = global_batch, accum, world, rank
         self.num_workers, self.channels_last = num_workers, channels_last
         self.mode = augment_mode(train, gpu_augment)
+        if self.mode != "per_sample" and batched == "tensor":
+            aug: torch.nn.Module = TensorTwoViewAugment(
+                recipe, mean, std, channels_last=channels_last
+            )
+            if compile_augment:
+                aug.compile_ops()
         if self.mode == "split":
             if batched != "tensor":
                 raise ValueError("split augmentation (an image folder) has the tensor path only")
-            aug = TensorTwoViewAugment(recipe, mean, std, channels_last=channels_last)
-            if compile_augment:
-                aug.compile_ops()
             self.augment = aug.to(device)
             self.dataset = SeededTwoViewDataset(train["dataset"], TwoViewCrops(recipe), seed)
         elif self.mode == "batched":
-            if batched == "tensor":
-                aug: torch.nn.Module = TensorTwoViewAugment(
-                    recipe, mean, std, channels_last=channels_last
-                )
-                if compile_augment:
-                    aug.compile_ops()
-            elif batched == "kornia":
+            if batched == "kornia":
                 aug = GPUTwoViewAugment(recipe, mean, std)
-            else:
+            elif batched != "tensor":
                 raise ValueError(f"unknown batched augmentation {batched!r}; known: tensor, kornia")
             self.augment = aug.to(device)
             self.images = train["images"].to(device)

@@ -1,0 +1,171 @@
+"""Is it how the variance is used? The posterior pushed through the training set's clusters.
+
+The reported score summarises VSSL's posterior ``q(z|x) = N(mu, diag sigma^2)`` by one number,
+its mean variance. A Bayesian reading would instead ask how uncertain the posterior leaves the
+image's place among the training images: draw ``z ~ q(z|x)``, find each draw's nearest of K
+label-free clusters (k-means on the training images' mean directions) and score the image by
+the entropy of those assignments. An image whose posterior straddles two clusters would score
+high; that could rank errors where two classes meet, which the variance alone does not
+(docs/benchmarks.md, "What VSSL's variance knows").
+
+Per held-out image, against the probe's errors (the sidecar that ``vssl probe`` writes):
+
+* ``mean variance (reported)``: the pipeline's score;
+* ``-similarity to 20 nearest training means``: label-free geometry, no variance;
+* for each K: ``k-means margin`` (minus the gap between the two nearest centroids' cosine
+  similarities: geometry, no variance), ``assignment entropy, own variance`` (the draws) and
+  ``assignment entropy, shared variance`` (the same with every image given the mean variance of
+  all: what the geometry and noise alone give; the per-image variance adds information only
+  where "own" beats it).
+
+The draws are taken where the likelihood reads the variance: around the mean's direction on the
+sphere of radius sqrt(d) (``--scale sphere``), ``u = sqrt(d) mu / |mu| + sigma * eps``.
+``--scale raw`` draws around ``mu`` itself, as training does (docs/method.md, choice 6); the
+script prints how far the draws turn the direction at each scale.
+
+    python benchmarks/posterior_propagation.py FEATURES SIDECAR [FEATURES SIDECAR ...] \\
+        [--samples 32] [--clusters 10 30 100] [--scale sphere|raw] [--out J]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vssl.eval.uncertainty import auroc  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from variance_aggregations import read_sidecar  # noqa: E402
+
+NEIGHBOURS = 20
+
+
+def unit(a: np.ndarray) -> np.ndarray:
+    return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+
+
+def centroids(train_dirs: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """K unit centroids of the training directions (scikit-learn's k-means, renormalised)."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(train_dirs)
+    return unit(km.cluster_centers_)
+
+
+def draws(
+    mu: np.ndarray, logvar: np.ndarray, samples: int, scale: str, rng: np.random.Generator
+) -> np.ndarray:
+    """(samples, N, d) unit directions of ``z ~ N(base, diag exp(logvar))``; ``base`` is
+    ``sqrt(d) mu / |mu|`` (``scale="sphere"``) or ``mu`` (``"raw"``)."""
+    base = np.sqrt(mu.shape[1]) * unit(mu) if scale == "sphere" else mu
+    eps = rng.standard_normal((samples, *mu.shape))
+    return unit(base + np.exp(0.5 * logvar) * eps)
+
+
+def assignment_entropy(dirs: np.ndarray, cents: np.ndarray) -> np.ndarray:
+    """(N,) entropy (nats) of the nearest-centroid assignments of each image's draws."""
+    s, n, _ = dirs.shape
+    nearest = (dirs @ cents.T).argmax(-1)  # (S, N)
+    counts = np.zeros((n, len(cents)))
+    np.add.at(counts, (np.broadcast_to(np.arange(n), (s, n)), nearest), 1.0)
+    p = counts / s
+    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(1)
+
+
+def scores(
+    mu: np.ndarray,
+    logvar: np.ndarray,
+    train_mu: np.ndarray,
+    clusters: list[int],
+    samples: int,
+    scale: str,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], float]:
+    """Per-image scores (larger = less certain) and the median angle (degrees) between an
+    image's draws and its mean direction."""
+    mu, logvar = mu.astype(np.float64), logvar.astype(np.float64)
+    train_dirs, dirs0 = unit(train_mu.astype(np.float64)), unit(mu)
+    sim = dirs0 @ train_dirs.T
+    out = {
+        "mean variance (reported)": np.exp(logvar).mean(1),
+        f"-similarity to {NEIGHBOURS} nearest training means": -np.sort(sim, 1)[
+            :, -NEIGHBOURS:
+        ].mean(1),
+    }
+    shared = np.full_like(logvar, np.log(np.exp(logvar).mean()))
+    own = draws(mu, logvar, samples, scale, np.random.default_rng(seed))
+    same = draws(mu, shared, samples, scale, np.random.default_rng(seed))
+    angle = float(np.degrees(np.median(np.arccos(np.clip((own * dirs0).sum(-1), -1, 1)))))
+    for k in clusters:
+        cents = centroids(train_dirs, k, seed)
+        near = np.sort(dirs0 @ cents.T, 1)
+        out[f"k={k}: -k-means margin"] = -(near[:, -1] - near[:, -2])
+        out[f"k={k}: assignment entropy, own variance"] = assignment_entropy(own, cents)
+        out[f"k={k}: assignment entropy, shared variance"] = assignment_entropy(same, cents)
+    return out, angle
+
+
+def score_run(
+    features: Path, sidecar: Path, clusters: list[int], samples: int, scale: str, seed: int
+) -> dict:
+    test, train = np.load(features / "test.npz"), np.load(features / "train.npz")
+    if "logvar" not in test.files:
+        raise SystemExit(f"{features}: no logvar in test.npz (not a VSSL extraction)")
+    index, wrong = read_sidecar(sidecar)
+    s, angle = scores(
+        test["mu"][index], test["logvar"][index], train["mu"], clusters, samples, scale, seed
+    )
+    return {
+        "features": str(features),
+        "sidecar": str(sidecar),
+        "n": int(wrong.size),
+        "error_rate": float(wrong.mean()),
+        "scale": scale,
+        "samples": samples,
+        "median_draw_angle_deg": angle,
+        "auroc": {k: auroc(v, wrong) for k, v in s.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("pairs", nargs="+", help="FEATURES_DIR SIDECAR_CSV, repeated")
+    p.add_argument("--samples", type=int, default=32, help="draws per image")
+    p.add_argument("--clusters", type=int, nargs="+", default=[10, 30, 100])
+    p.add_argument("--scale", choices=("sphere", "raw"), default="sphere")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if len(args.pairs) % 2:
+        p.error("give the feature folders and sidecars in pairs")
+    runs = [
+        score_run(Path(f), Path(s), args.clusters, args.samples, args.scale, args.seed)
+        for f, s in zip(args.pairs[::2], args.pairs[1::2], strict=True)
+    ]
+    angles = ", ".join(f"{r['median_draw_angle_deg']:.1f}" for r in runs)
+    print(f"draws at scale {args.scale!r}: median angle to the mean direction {angles} degrees")
+    head = " | ".join(f"run {k}" for k in range(len(runs)))
+    print(f"| score | {head} | mean ± sd |")
+    print("|---|" + "---:|" * (len(runs) + 1))
+    summary = {}
+    for name in runs[0]["auroc"]:
+        vals = np.array([r["auroc"][name] for r in runs])
+        sd = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        summary[name] = {"mean": float(vals.mean()), "sd": sd}
+        cells = " | ".join(f"{v:.3f}" for v in vals)
+        print(f"| {name} | {cells} | {vals.mean():.3f} ± {sd:.3f} |")
+    if args.out:
+        from vssl.io import write_json
+
+        write_json(Path(args.out), {"runs": runs, "summary": summary})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,8 @@
 # Usage, from anywhere: bash benchmarks/results/long240-cifar10_mini/run.sh [SEED] [OUT]
 # (defaults: seed 0, OUT /tmp/long240); writes OUT/vssl-sSEED/, OUT/features-sSEED/,
 # OUT/probe-sSEED.json (+ .uncertainty.csv) and OUT/auroc-sSEED.json. --resume continues a
-# stopped run. One thread: about 140 min on one core of the 2-core CPU (2026-11-27).
+# stopped run. One thread: 82-84 min of training per seed with two seeds side by side on the
+# 2-core CPU (2026-11-28); about 140 min with other work on the machine (2026-11-27).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export OMP_NUM_THREADS=1 MPLBACKEND=Agg

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from vssl.eval.uncertainty import auroc  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from variance_aggregations import read_sidecar  # noqa: E402
+from variance_aggregations import read_sidecar, report  # noqa: E402
 
 NEIGHBOURS = 20
 
@@ -150,20 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     angles = ", ".join(f"{r['median_draw_angle_deg']:.1f}" for r in runs)
     print(f"draws at scale {args.scale!r}: median angle to the mean direction {angles} degrees")
-    head = " | ".join(f"run {k}" for k in range(len(runs)))
-    print(f"| score | {head} | mean ± sd |")
-    print("|---|" + "---:|" * (len(runs) + 1))
-    summary = {}
-    for name in runs[0]["auroc"]:
-        vals = np.array([r["auroc"][name] for r in runs])
-        sd = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-        summary[name] = {"mean": float(vals.mean()), "sd": sd}
-        cells = " | ".join(f"{v:.3f}" for v in vals)
-        print(f"| {name} | {cells} | {vals.mean():.3f} ± {sd:.3f} |")
-    if args.out:
-        from vssl.io import write_json
-
-        write_json(Path(args.out), {"runs": runs, "summary": summary})
+    report(runs, "score", args.out)
     return 0
 
 

@@ -78,6 +78,25 @@ def score_run(features: Path, sidecar: Path) -> dict:
     }
 
 
+def report(runs: list[dict], label: str, out: str | None) -> None:
+    """Print each score's AUROC per run with its mean and sd as a Markdown table; with ``out``
+    also write ``{"runs", "summary"}`` there as JSON."""
+    head = " | ".join(f"run {k}" for k in range(len(runs)))
+    print(f"| {label} | {head} | mean ± sd |")
+    print("|---|" + "---:|" * (len(runs) + 1))
+    summary = {}
+    for name in runs[0]["auroc"]:
+        vals = np.array([r["auroc"][name] for r in runs])
+        sd = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        summary[name] = {"mean": float(vals.mean()), "sd": sd}
+        cells = " | ".join(f"{v:.3f}" for v in vals)
+        print(f"| {name} | {cells} | {vals.mean():.3f} ± {sd:.3f} |")
+    if out:
+        from vssl.io import write_json
+
+        write_json(Path(out), {"runs": runs, "summary": summary})
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("pairs", nargs="+", help="FEATURES_DIR SIDECAR_CSV, repeated")
@@ -88,21 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [
         score_run(Path(f), Path(s)) for f, s in zip(args.pairs[::2], args.pairs[1::2], strict=True)
     ]
-    names = list(runs[0]["auroc"])
-    head = " | ".join(f"run {k}" for k in range(len(runs)))
-    print(f"| summary | {head} | mean ± sd |")
-    print("|---|" + "---:|" * (len(runs) + 1))
-    summary = {}
-    for name in names:
-        vals = np.array([r["auroc"][name] for r in runs])
-        sd = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-        summary[name] = {"mean": float(vals.mean()), "sd": sd}
-        cells = " | ".join(f"{v:.3f}" for v in vals)
-        print(f"| {name} | {cells} | {vals.mean():.3f} ± {sd:.3f} |")
-    if args.out:
-        from vssl.io import write_json
-
-        write_json(Path(args.out), {"runs": runs, "summary": summary})
+    report(runs, "summary", args.out)
     return 0
 
 

@@ -36,12 +36,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vssl.eval.uncertainty import auroc  # noqa: E402
-
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from variance_aggregations import read_sidecar, report  # noqa: E402
+from variance_aggregations import load_run, report, scored  # noqa: E402
 
 NEIGHBOURS = 20
 
@@ -114,23 +110,12 @@ def scores(
 def score_run(
     features: Path, sidecar: Path, clusters: list[int], samples: int, scale: str, seed: int
 ) -> dict:
-    test, train = np.load(features / "test.npz"), np.load(features / "train.npz")
-    if "logvar" not in test.files:
-        raise SystemExit(f"{features}: no logvar in test.npz (not a VSSL extraction)")
-    index, wrong = read_sidecar(sidecar)
+    test, train, index, wrong = load_run(features, sidecar)
     s, angle = scores(
         test["mu"][index], test["logvar"][index], train["mu"], clusters, samples, scale, seed
     )
-    return {
-        "features": str(features),
-        "sidecar": str(sidecar),
-        "n": int(wrong.size),
-        "error_rate": float(wrong.mean()),
-        "scale": scale,
-        "samples": samples,
-        "median_draw_angle_deg": angle,
-        "auroc": {k: auroc(v, wrong) for k, v in s.items()},
-    }
+    run = scored(features, sidecar, wrong, s)
+    return {**run, "scale": scale, "samples": samples, "median_draw_angle_deg": angle}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,12 +64,17 @@ def read_sidecar(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return index, wrong
 
 
-def score_run(features: Path, sidecar: Path) -> dict:
+def load_run(features: Path, sidecar: Path) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """``(test.npz, train.npz, test indices, wrong)`` of a ``vssl extract`` folder and the
+    probe's sidecar; stops on a folder without log-variances (not a VSSL extraction)."""
     test, train = np.load(features / "test.npz"), np.load(features / "train.npz")
     if "logvar" not in test.files:
         raise SystemExit(f"{features}: no logvar in test.npz (not a VSSL extraction)")
-    index, wrong = read_sidecar(sidecar)
-    scores = summaries(test["logvar"][index], train["logvar"], test["mu"][index])
+    return (test, train, *read_sidecar(sidecar))
+
+
+def scored(features: Path, sidecar: Path, wrong: np.ndarray, scores: dict) -> dict:
+    """One run's record: its inputs, error rate and each score's error AUROC."""
     return {
         "features": str(features),
         "sidecar": str(sidecar),
@@ -76,6 +82,12 @@ def score_run(features: Path, sidecar: Path) -> dict:
         "error_rate": float(wrong.mean()),
         "auroc": {k: auroc(v, wrong) for k, v in scores.items()},
     }
+
+
+def score_run(features: Path, sidecar: Path) -> dict:
+    test, train, index, wrong = load_run(features, sidecar)
+    scores = summaries(test["logvar"][index], train["logvar"], test["mu"][index])
+    return scored(features, sidecar, wrong, scores)
 
 
 def report(runs: list[dict], label: str, out: str | None) -> None:

@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# VSSL, width 16, cifar10-mini, a complete 240-epoch schedule (long120's settings, 2x epochs).
-# Usage, from anywhere: bash benchmarks/results/long240-cifar10_mini/run.sh [SEED] [OUT]
-# (defaults: seed 0, OUT /tmp/long240); writes OUT/vssl-sSEED/, OUT/features-sSEED/,
-# OUT/probe-sSEED.json (+ .uncertainty.csv) and OUT/auroc-sSEED.json. --resume continues a
-# stopped run. One thread: 82-84 min of training per seed with two seeds side by side on the
+# VSSL (or BYOL), width 16, cifar10-mini, a complete 240-epoch schedule (long120's settings,
+# 2x epochs).
+# Usage, from anywhere: bash benchmarks/results/long240-cifar10_mini/run.sh [SEED] [OUT] [METHOD]
+# (defaults: seed 0, OUT /tmp/long240, METHOD vssl); writes OUT/METHOD-sSEED/,
+# OUT/features-sSEED/, OUT/probe-sSEED.json (+ .uncertainty.csv) and, for vssl,
+# OUT/auroc-sSEED.json. --resume continues a stopped run. One thread: 82-84 min of training per seed with two seeds side by side on the
 # 2-core CPU (2026-11-28); about 140 min with other work on the machine (2026-11-27).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export OMP_NUM_THREADS=1 MPLBACKEND=Agg
 s=${1:-0}
 o=${2:-/tmp/long240}
-python -m vssl pretrain --profile long120 --dataset cifar10_mini --method vssl --seed "$s" \
+m=${3:-vssl}
+python -m vssl pretrain --profile long120 --dataset cifar10_mini --method "$m" --seed "$s" \
   --set pretrain.epochs=240 --set pretrain.checkpoint_every=10 --set pretrain.knn_every=40 \
-  --out "$o/vssl-s$s" --no-mlflow --no-progress --resume
-python -m vssl extract --checkpoint "$o/vssl-s$s/checkpoint.pt" --dataset cifar10_mini \
+  --out "$o/$m-s$s" --no-mlflow --no-progress --resume
+python -m vssl extract --checkpoint "$o/$m-s$s/checkpoint.pt" --dataset cifar10_mini \
   --profile long120 --out "$o/features-s$s" --no-mlflow
 python -m vssl probe --features "$o/features-s$s" --out "$o/probe-s$s.json" --profile long120 \
   --no-mlflow
-python benchmarks/variance_auroc.py "$o/vssl-s$s/checkpoint.pt" "$o/probe-s$s.uncertainty.csv" \
+[ "$m" = vssl ] || exit 0
+python benchmarks/variance_auroc.py "$o/$m-s$s/checkpoint.pt" "$o/probe-s$s.uncertainty.csv" \
   --draws 4 --crop-levels 1.0 0.64 0.4 0.25 0.16 0.08 --out "$o/auroc-s$s.json"

@@ -325,6 +325,7 @@ def test_pretrain_outputs_and_mlflow(smoke_params, mlflow_uri, tmp_path):
     assert m["loss"] == pytest.approx(float(hist[-1]["loss"]))
     assert m["likelihood"] is not None and m["kl"] is not None
     assert m["images_per_second"] > 0 and m["wall_time_s"] > 0
+    assert m["torch_threads"] == torch.get_num_threads() and m["cpu"] != ""
     # The work between epochs: both epochs ran the monitors and saved a checkpoint.
     monitors = [float(r["monitor_time_s"]) for r in hist]
     assert all(t > 0 for t in monitors) and m["monitor_time_s"] == pytest.approx(sum(monitors))

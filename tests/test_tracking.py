@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from vssl import tracking
 from vssl.config import load_params
@@ -63,6 +64,8 @@ def test_run_contents_and_parent(params, mlflow_uri, tmp_path):
     p = r.data.params
     assert p["pretrain.batch_size"] == "128" and p["methods.vssl.latent_dim"] == "32"
     assert p["seed"] == "3" and "version.torch" in p and "git_commit" in p
+    # the host settings that change CPU results in the last digits
+    assert p["env.torch_threads"] == str(torch.get_num_threads()) and p["env.cpu"] != ""
     assert [m.value for m in c.get_metric_history(parent, "loss")] == [0.5, 0.25]
     assert "nan" not in r.data.metrics and "none" not in r.data.metrics
     assert [a.path for a in c.list_artifacts(parent)] == ["history.csv"]

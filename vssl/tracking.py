@@ -3,7 +3,9 @@
 ``start_run(params, stage=..., dataset=..., method=..., seed=..., parent_run_id=None)`` is a
 context manager that creates (or, with ``run_id``, reopens) an MLflow run, tags it with
 ``dataset method seed profile stage git_commit`` and, for a new run, logs every resolved
-parameter flattened to dotted keys (``pretrain.base_lr``), the seed and the library versions.
+parameter flattened to dotted keys (``pretrain.base_lr``), the seed, the library versions and
+the host (:func:`host_environment`: CPU model and torch's thread count, which change CPU results
+in the last digits).
 Child stages (extract, probe) pass the pretraining run id as ``parent_run_id`` (it is stored in
 ``checkpoint.pt``); the child then carries the ``mlflow.parentRunId`` tag, which is how MLflow
 nests runs (the fluent ``parent_run_id=`` argument would require the parent to be active).
@@ -129,6 +131,34 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else the platform's word for it)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def host_environment() -> dict[str, str | int]:
+    """What on this host shapes CPU results beyond the seed: the CPU model (oneDNN picks its
+    kernels by instruction set) and torch's intra-op thread count (it changes the order of
+    floating-point sums, so the same seed gives the same numbers only with the same count)."""
+    return {"cpu": cpu_model(), "torch_threads": torch_threads()}
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -264,6 +294,7 @@ def start_run(
                 {**params.to_dict(), "seed": seed, "stage": stage, "git_commit": git_commit()}
             )
             log_params({f"version.{k}": v for k, v in library_versions().items()})
+            log_params({f"env.{k}": v for k, v in host_environment().items()})
         yield active
     except KeyboardInterrupt:
         status = "KILLED"

@@ -175,6 +175,8 @@ def final_metrics(
 ) -> dict[str, Any]:
     """metrics.json: the last epoch's values (kNN: the last epoch that ran it), the run's
     counters and settings; non-finite floats become None."""
+    from vssl.tracking import host_environment
+
     job = plan.job
     last = record.history[-1] if record.history else {}
     diag = diagnostic_columns(record.diagnostics)
@@ -202,6 +204,7 @@ def final_metrics(
         "mlflow_run_id": record.mlflow_run_id,
         "world_size": world_size,
         "device": device,
+        **host_environment(),
         "mixed_precision": plan.mixed_precision,
         "gpu_augment": plan.gpu_augment,
         "augment": plan.augment,
@@ -229,7 +232,7 @@ def checkpoint_contents(
     """The dict saved as checkpoint.pt after ``epoch`` completed epochs (keys: see
     :mod:`vssl.train.checkpoint`). ``probe`` None: no online probe (an untrained method);
     ``optimizer``/``scheduler``/``probe_optimizer`` may be None."""
-    from vssl.tracking import git_commit, library_versions
+    from vssl.tracking import git_commit, host_environment, library_versions
     from vssl.train.assembly import data_spec_dict
     from vssl.train.checkpoint import rng_state
 
@@ -269,6 +272,7 @@ def checkpoint_contents(
         "mlflow_run_id": record.mlflow_run_id,
         "git_commit": git_commit(),
         "versions": library_versions(),
+        "host": host_environment(),
         "world_size": world_size,
     }
 

@@ -362,7 +362,7 @@ def test_run_probes_vssl_report(tmp_path: Path) -> None:
         "linear_top1", "linear_top5", "linear_weight_decay", "knn20_top1", "knn20_top5",
         "knn200_top1", "knn200_top5", "n_train", "n_test", "feature_dim", "num_classes",
         "uncertainty_error_auroc", "uncertainty_error_auroc_knn20",
-        "uncertainty_error_auroc_knn200", "uncertainty_mean_variance",
+        "uncertainty_error_auroc_knn200", "uncertainty_mean_variance", "feature_norm_error_auroc",
     }  # fmt: skip
     assert (r["n_train"], r["n_test"], r["feature_dim"], r["num_classes"]) == (1500, 600, C, C)
     assert all(0 <= r[k] <= 100 for k in r if k.endswith(("top1", "top5")))
@@ -372,6 +372,10 @@ def test_run_probes_vssl_report(tmp_path: Path) -> None:
         roc_auc_score(~correct, mean_variance(test.logvar))
     )
     assert r["uncertainty_error_auroc"] > 0.75  # the variance really flags the noisy samples
+    # the label-free baseline every method gets: minus the feature norm, same errors
+    assert r["feature_norm_error_auroc"] == pytest.approx(
+        roc_auc_score(~correct, -np.linalg.norm(test.features, axis=1))
+    )
     # the same variance against the kNN classifier's errors (its top-1 as knn20_top1 counts it)
     scores = knn_classify_multi(train.features, train.labels, test.features, [20], 0.07, C)[20]
     knn_correct = scores.argmax(1).numpy() == test.labels
@@ -406,6 +410,10 @@ def test_run_probes_deterministic_method_has_no_uncertainty() -> None:
         warnings.simplefilter("ignore")  # k=200 is clamped on this tiny set
         report = run_probes(FeatureSet(x, y), FeatureSet(xt, yt), small_cfg(), seed=0)
     assert "uncertainty_error_auroc" not in report.results and report.variance is None
+    # every method gets the label-free baseline (here the probe errs on none: undefined, null)
+    linear_errs = (report.linear.predictions != yt).sum()
+    auc = report.results["feature_norm_error_auroc"]
+    assert (auc is None) == (linear_errs == 0)
     assert report.results["knn200_top1"] > 90
 
 

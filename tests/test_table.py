@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 
 from vssl.config import load_params
-from vssl.report.table import ReportError, aggregate, check_inputs, load_runs, write_table
+from vssl.report.table import (
+    ReportError,
+    aggregate,
+    check_inputs,
+    load_runs,
+    metric_columns,
+    write_table,
+)
 from vssl.workflow import grid_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +51,7 @@ def _probe_values(dataset: str, method: str, seed: int) -> dict:
         "feature_dim": 32,
         "num_classes": 10,
     }
+    res["feature_norm_error_auroc"] = 0.5 + 0.01 * seed  # every method has the baseline
     if method == "vssl":
         res["uncertainty_error_auroc"] = 0.6 + 0.05 * seed
         res["uncertainty_mean_variance"] = 0.01 * (seed + 1)
@@ -113,6 +121,7 @@ def test_aggregate_means_and_sample_std_over_seeds(tmp_path: Path) -> None:
         "knn200_top1": 47.0 - seeds,
         "online_probe_top1": 30.0 + seeds,
         "uncertainty_error_auroc": 0.6 + 0.05 * seeds,
+        "feature_norm_error_auroc": 0.5 + 0.01 * seeds,
     }.items():
         assert row[f"{metric}_mean"] == pytest.approx(values.mean())
         assert row[f"{metric}_std"] == pytest.approx(values.std(ddof=1))
@@ -404,3 +413,14 @@ def test_accuracy_figure_slants_variant_names_that_would_overlap(
     labels = saved[0].axes[0].get_xticklabels()
     assert [t.get_text() for t in labels] == variants
     assert {t.get_rotation() for t in labels} == {rotation}
+
+
+def test_metric_columns_put_the_variance_beside_its_baseline() -> None:
+    cols = ["zz_other", "feature_norm_error_auroc", "uncertainty_error_auroc", "online_probe_top1",
+            "knn200_top1", "knn20_top1", "linear_top1", "uncertainty_mean_variance"]  # fmt: skip
+    frame = pd.DataFrame(columns=["dataset", "method", "variant", "seed", "epochs", *cols])
+    assert metric_columns(frame) == [
+        "linear_top1", "knn20_top1", "knn200_top1", "online_probe_top1",
+        "uncertainty_error_auroc", "uncertainty_mean_variance", "feature_norm_error_auroc",
+        "zz_other",
+    ]  # fmt: skip

@@ -128,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
             )
     if aucs:
         line += "  uncertainty AUROC=" + ", ".join(f"{v} ({whose})" for v, whose in aucs)
+    if r.get("feature_norm_error_auroc") is not None:
+        line += f"  -feature norm AUROC={r['feature_norm_error_auroc']:.3f} (baseline)"
     print(line)
     print(f"vssl probe: wrote {', '.join(str(p) for p in written)}")
     return 0

@@ -2,7 +2,10 @@
 
 ``results.json`` keys (accuracies in percent, [0, 100]):
 ``linear_top1 linear_top5 linear_weight_decay knn{k}_top1 knn{k}_top5`` (one pair per configured
-k, e.g. 20 and 200) ``n_train n_test feature_dim num_classes``, and for VSSL features also
+k, e.g. 20 and 200) ``n_train n_test feature_dim num_classes``,
+``feature_norm_error_auroc`` for every run (how well minus the feature's norm ranks the linear
+probe's errors: a label-free uncertainty every method's features give, the baseline beside
+VSSL's variance; null when undefined), and for VSSL features also
 ``uncertainty_error_auroc`` (how well the posterior's mean variance ranks the linear probe's
 errors; null when undefined), ``uncertainty_error_auroc_knn{k}`` (the same variance against
 the k-NN classifier's errors, one per configured k) and ``uncertainty_mean_variance``.
@@ -114,6 +117,9 @@ def run_probes(
         n_train=train.n, n_test=test.n, feature_dim=train.dim, num_classes=int(num_classes)
     )
     report = ProbeReport(results, lin, test.labels, seconds=seconds)
+    norm = np.linalg.norm(test.features.astype(np.float64), axis=1)
+    auc = error_auroc(-norm, report.correct)
+    results["feature_norm_error_auroc"] = None if math.isnan(auc) else auc
     if test.has_gaussian:
         report.variance = mean_variance(test.logvar)
         auc = error_auroc(report.variance, report.correct)

@@ -8,7 +8,8 @@ probe's per-sample uncertainty sidecar (every run has one; only VSSL's has varia
     m_mean = (1/n) sum_i x_i,    m_std = sqrt( sum_i (x_i - m_mean)^2 / (n - 1) )
 
 (the sample standard deviation; empty for n = 1, since one seed says nothing about spread).
-Metrics a method does not have (``uncertainty_error_auroc`` for non-VSSL methods) are empty.
+Metrics a method does not have (``uncertainty_error_auroc`` for non-VSSL methods) are empty;
+``feature_norm_error_auroc``, the label-free baseline for it, every run has.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class ReportError(RuntimeError):
 
 
 def _metric_order(name: str) -> tuple[int, str]:
-    """Column order: linear, kNN (top-1 before top-5, small k first), online, uncertainty, rest."""
+    """Column order: linear, kNN (top-1 before top-5, small k first), online, VSSL's uncertainty,
+    its label-free baseline (minus the feature norm), rest."""
     if name.startswith("linear_"):
         return (0, name)
     if name.startswith("knn") and "_top" in name:
@@ -51,7 +53,9 @@ def _metric_order(name: str) -> tuple[int, str]:
         return (2, name)
     if name.startswith("uncertainty_"):
         return (3, name)
-    return (4, name)
+    if name == "feature_norm_error_auroc":
+        return (4, name)
+    return (5, name)
 
 
 def input_files(run: Run) -> tuple[str, ...]:

@@ -14,7 +14,6 @@ has. 0.5: no information. All runs of one call must come from one method.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,7 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from variance_aggregations import read_sidecar, report, scored  # noqa: E402
+from variance_aggregations import (  # noqa: E402
+    pairs_parser,
+    parse_pairs,
+    read_sidecar,
+    report,
+    scored,
+)
 
 from vssl.eval.uncertainty import mean_variance  # noqa: E402
 
@@ -58,18 +63,14 @@ def free_scores(features: Path, index: np.ndarray) -> tuple[str, dict[str, np.nd
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("pairs", nargs="+", help="FEATURES_DIR SIDECAR_CSV, repeated")
-    p.add_argument("--out", help="write the results as JSON here")
-    args = p.parse_args(argv)
-    if len(args.pairs) % 2:
-        p.error("give the feature folders and sidecars in pairs")
+    p = pairs_parser(__doc__)
+    args, pairs = parse_pairs(p, argv)
     runs, methods = [], set()
-    for f, s in zip(args.pairs[::2], args.pairs[1::2], strict=True):
-        index, wrong = read_sidecar(Path(s))
-        method, scores = free_scores(Path(f), index)
+    for f, s in pairs:
+        index, wrong = read_sidecar(s)
+        method, scores = free_scores(f, index)
         methods.add(method)
-        runs.append({"method": method, **scored(Path(f), Path(s), wrong, scores)})
+        runs.append({"method": method, **scored(f, s, wrong, scores)})
     if len(methods) > 1:
         p.error(f"runs of several methods ({', '.join(sorted(methods))}); one call per method")
     report(runs, f"score ({methods.pop()})", args.out)

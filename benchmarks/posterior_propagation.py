@@ -29,7 +29,6 @@ script prints how far the draws turn the direction at each scale.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from variance_aggregations import load_run, report, scored  # noqa: E402
+from variance_aggregations import load_run, pairs_parser, parse_pairs, report, scored  # noqa: E402
 
 NEIGHBOURS = 20
 
@@ -119,20 +118,13 @@ def score_run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("pairs", nargs="+", help="FEATURES_DIR SIDECAR_CSV, repeated")
+    p = pairs_parser(__doc__)
     p.add_argument("--samples", type=int, default=32, help="draws per image")
     p.add_argument("--clusters", type=int, nargs="+", default=[10, 30, 100])
     p.add_argument("--scale", choices=("sphere", "raw"), default="sphere")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="write the results as JSON here")
-    args = p.parse_args(argv)
-    if len(args.pairs) % 2:
-        p.error("give the feature folders and sidecars in pairs")
-    runs = [
-        score_run(Path(f), Path(s), args.clusters, args.samples, args.scale, args.seed)
-        for f, s in zip(args.pairs[::2], args.pairs[1::2], strict=True)
-    ]
+    args, pairs = parse_pairs(p, argv)
+    runs = [score_run(f, s, args.clusters, args.samples, args.scale, args.seed) for f, s in pairs]
     angles = ", ".join(f"{r['median_draw_angle_deg']:.1f}" for r in runs)
     print(f"draws at scale {args.scale!r}: median angle to the mean direction {angles} degrees")
     report(runs, "score", args.out)

@@ -109,17 +109,28 @@ def report(runs: list[dict], label: str, out: str | None) -> None:
         write_json(Path(out), {"runs": runs, "summary": summary})
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def pairs_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line these scripts share: FEATURES_DIR SIDECAR_CSV pairs and ``--out``."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("pairs", nargs="+", help="FEATURES_DIR SIDECAR_CSV, repeated")
     p.add_argument("--out", help="write the results as JSON here")
+    return p
+
+
+def parse_pairs(
+    p: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[argparse.Namespace, list[tuple[Path, Path]]]:
+    """(the parsed arguments, the (features, sidecar) pairs); an odd count is a usage error."""
     args = p.parse_args(argv)
     if len(args.pairs) % 2:
         p.error("give the feature folders and sidecars in pairs")
-    runs = [
-        score_run(Path(f), Path(s)) for f, s in zip(args.pairs[::2], args.pairs[1::2], strict=True)
-    ]
-    report(runs, "summary", args.out)
+    pairs = zip(args.pairs[::2], args.pairs[1::2], strict=True)
+    return args, [(Path(f), Path(s)) for f, s in pairs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, pairs = parse_pairs(pairs_parser(__doc__), argv)
+    report([score_run(f, s) for f, s in pairs], "summary", args.out)
     return 0
 
 

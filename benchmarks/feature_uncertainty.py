@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from variance_aggregations import (  # noqa: E402
+    density,
     pairs_parser,
     parse_pairs,
     read_sidecar,
@@ -37,17 +38,6 @@ from vssl.eval.uncertainty import mean_variance  # noqa: E402
 NEIGHBOURS = 20
 
 
-def density(test: np.ndarray, train: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
-    """Mean cosine similarity of each test feature to its ``k`` nearest training features."""
-
-    def unit(a: np.ndarray) -> np.ndarray:
-        a = a.astype(np.float64)
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-    sim = unit(test) @ unit(train).T
-    return np.sort(sim, axis=1)[:, -k:].mean(1)
-
-
 def free_scores(features: Path, index: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
     """(method, per-image scores, larger = less certain) of the test images ``index``."""
     meta = json.loads((features / "meta.json").read_text())
@@ -55,7 +45,9 @@ def free_scores(features: Path, index: np.ndarray) -> tuple[str, dict[str, np.nd
     f = test["features"][index]
     scores = {
         "-feature norm": -np.linalg.norm(f.astype(np.float64), axis=1),
-        f"-similarity to {NEIGHBOURS} nearest train images": -density(f, train["features"]),
+        f"-similarity to {NEIGHBOURS} nearest train images": -density(
+            f, train["features"], NEIGHBOURS
+        ),
     }
     if "logvar" in test.files:
         scores["posterior mean variance (reported)"] = mean_variance(test["logvar"][index])

@@ -36,13 +36,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from variance_aggregations import load_run, pairs_parser, parse_pairs, report, scored  # noqa: E402
+from variance_aggregations import (  # noqa: E402
+    density,
+    load_run,
+    pairs_parser,
+    parse_pairs,
+    report,
+    scored,
+    unit,
+)
 
 NEIGHBOURS = 20
-
-
-def unit(a: np.ndarray) -> np.ndarray:
-    return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
 
 
 def centroids(train_dirs: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -86,12 +90,9 @@ def scores(
     image's draws and its mean direction."""
     mu, logvar = mu.astype(np.float64), logvar.astype(np.float64)
     train_dirs, dirs0 = unit(train_mu.astype(np.float64)), unit(mu)
-    sim = dirs0 @ train_dirs.T
     out = {
         "mean variance (reported)": np.exp(logvar).mean(1),
-        f"-similarity to {NEIGHBOURS} nearest training means": -np.sort(sim, 1)[
-            :, -NEIGHBOURS:
-        ].mean(1),
+        f"-similarity to {NEIGHBOURS} nearest training means": -density(mu, train_mu, NEIGHBOURS),
     }
     shared = np.full_like(logvar, np.log(np.exp(logvar).mean()))
     own = draws(mu, logvar, samples, scale, np.random.default_rng(seed))

@@ -55,6 +55,17 @@ def summaries(
     }
 
 
+def unit(a: np.ndarray) -> np.ndarray:
+    """Rows of ``a`` scaled to unit length (zero rows stay zero)."""
+    return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+
+
+def density(test: np.ndarray, train: np.ndarray, k: int = 20) -> np.ndarray:
+    """Mean cosine similarity of each test row to its ``k`` nearest training rows (float64)."""
+    sim = unit(test.astype(np.float64)) @ unit(train.astype(np.float64)).T
+    return np.sort(sim, axis=1)[:, -k:].mean(1)
+
+
 def read_sidecar(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(test indices, wrong) from a probe's ``.uncertainty.csv``."""
     with open(path) as f:

@@ -152,13 +152,9 @@ def host_environment() -> dict[str, str | int]:
     """What on this host shapes CPU results beyond the seed: the CPU model (oneDNN picks its
     kernels by instruction set) and torch's intra-op thread count (it changes the order of
     floating-point sums, so the same seed gives the same numbers only with the same count)."""
-    return {"cpu": cpu_model(), "torch_threads": torch_threads()}
-
-
-def torch_threads() -> int:
     import torch
 
-    return torch.get_num_threads()
+    return {"cpu": cpu_model(), "torch_threads": torch.get_num_threads()}
 
 
 def _sqlite_path(uri: str) -> Path | None:

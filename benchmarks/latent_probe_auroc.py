@@ -31,20 +31,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from variance_aggregations import density, unit  # noqa: E402
 
 from vssl.config import load_params  # noqa: E402
 from vssl.eval.linear import linear_probe  # noqa: E402
 from vssl.eval.uncertainty import auroc, mean_variance  # noqa: E402
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def density(train: np.ndarray, test: np.ndarray, k: int = 20) -> np.ndarray:
-    """Minus the mean cosine similarity of each test row to its ``k`` nearest train rows."""
-    sims = _unit(test) @ _unit(train).T
-    return -np.sort(sims, axis=1)[:, -k:].mean(1)
 
 
 def probe_inputs(train: dict, test: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -52,7 +45,7 @@ def probe_inputs(train: dict, test: dict) -> dict[str, tuple[np.ndarray, np.ndar
     return {
         "features": (train["features"], test["features"]),
         "mu": (train["mu"], test["mu"]),
-        "mu direction": (_unit(train["mu"]), _unit(test["mu"])),
+        "mu direction": (unit(train["mu"]), unit(test["mu"])),
     }
 
 
@@ -66,7 +59,7 @@ def evaluate(feature_dir: Path, probe_cfg) -> dict:
     label_free = {
         "posterior variance": mean_variance(test["logvar"]),
         "-feature norm": -np.linalg.norm(test["features"], axis=1),
-        "-similarity to 20 nearest train features": density(train["features"], test["features"]),
+        "-similarity to 20 nearest train features": -density(test["features"], train["features"]),
     }
     out = {}
     for name, (x_train, x_test) in probe_inputs(train, test).items():

@@ -2,12 +2,13 @@
 # VSSL (or BYOL), width 16, cifar10-mini, a complete 240-epoch schedule (long120's settings,
 # 2x epochs).
 # Usage, from anywhere: bash benchmarks/results/long240-cifar10_mini/run.sh [SEED] [OUT] [METHOD]
-# (defaults: seed 0, OUT /tmp/long240, METHOD vssl; a variant such as vssl_nosample works too); writes OUT/METHOD-sSEED/,
-# OUT/features-sSEED/, OUT/probe-sSEED.json (+ .uncertainty.csv) and, for VSSL and its variants,
-# OUT/auroc-sSEED.json. --resume continues a stopped run. One thread: 82-84 min of training per seed with two seeds side by side on the
-# 2-core CPU (2026-11-28); about 140 min with other work on the machine (2026-11-27).
+# (defaults: seed 0, OUT /tmp/long240, METHOD vssl; a variant such as vssl_nosample works
+# too); writes OUT/METHOD-sSEED/, OUT/features-sSEED/, OUT/probe-sSEED.json (+ .uncertainty.csv)
+# and, for VSSL and its variants, OUT/auroc-sSEED.json. --resume continues a stopped run.
+# One thread: 82-84 min of training per seed with two seeds side by side on the 2-core CPU
+# (2026-11-28); about 140 min with other work on the machine (2026-11-27).
 # EPOCHS (default 240) sets another schedule length, OMP_NUM_THREADS (default 1) the threads:
-# EPOCHS=480 OMP_NUM_THREADS=2 trained one seed in 86 min on the idle 2-core CPU (2026-11-28).
+# EPOCHS=480 OMP_NUM_THREADS=2 trained a seed in 84-85 min on the idle 2-core CPU (2026-11-28).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MPLBACKEND=Agg

@@ -26,7 +26,7 @@ engine's step runs 2.5-2.6x faster than in fp32 there (docs/benchmarks.md, "bf16
 the report: ``<out>/summary.md`` and ``<out>/curves.png`` (every history column per epoch).
 ``seeds`` reads several such folders (one ``run --seed S`` each) and writes ``seeds.md`` and
 ``seeds.csv``: every run's probes and end-of-run curves, each config's mean and sample std over
-seeds, and VSSL minus BYOL paired by seed.
+seeds, and VSSL minus each baseline present (BYOL, MoCo v3) paired by seed.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ if str(ROOT) not in sys.path:
 PROFILE = "paper"
 DATASET = "cifar10_mini"
 CONFIGS = ("vssl", "vssl_2025", "byol", "random")  # random: the untrained floor, no training
+ORDER = ("vssl", "vssl_2025", "byol", "mocov3", "random")  # how reports list configs
+BASELINES = ("byol", "mocov3")  # the paper's baselines: `seeds` pairs VSSL with each by seed
 
 
 def vssl_cli(*args: str) -> list[str]:
@@ -199,7 +201,7 @@ def report(args: argparse.Namespace) -> None:
     from vssl.report.figures import load_histories, training_curves_figure
 
     out = Path(args.out)
-    order = {c: i for i, c in enumerate(CONFIGS)}
+    order = {c: i for i, c in enumerate(ORDER)}
     found = sorted(out.glob("*/history.csv"), key=lambda h: (order.get(h.parent.name, 99), h))
     if not found:
         raise SystemExit(f"{out}: no <config>/history.csv to report")
@@ -218,8 +220,9 @@ def report(args: argparse.Namespace) -> None:
     sets = overrides(out)
     text = (
         f"`vssl pretrain --profile {PROFILE} --dataset {DATASET}` (ResNet-18 width 64, heads "
-        "4096/256/4096, LARS base lr 1.0, batch 256, 1,000-epoch schedule, 10 warm-up epochs), "
-        "first epochs of the schedule; probes from `vssl extract` + `vssl probe`.\n\n"
+        "4096/256/4096, LARS base lr 1.0 (MoCo v3: 0.3), batch 256, 1,000-epoch schedule, 10 "
+        "warm-up epochs), first epochs of the schedule; probes from `vssl extract` + `vssl probe`."
+        "\n\n"
         + (f"Overrides: {', '.join(f'`{kv}`' for kv in sets)}.\n\n" if sets else "")
         + table.to_markdown()
         + "\n"
@@ -282,7 +285,7 @@ def seeds(args: argparse.Namespace) -> None:
         raise SystemExit(f"the folders were run with different --set overrides: {sorted(sets)}")
     sets = list(sets.pop())
     per_run = seed_rows(folders)
-    order = {c: i for i, c in enumerate(CONFIGS)}
+    order = {c: i for i, c in enumerate(ORDER)}
     rank = per_run["config"].map(order).fillna(len(order))
     per_run = per_run.assign(_rank=rank).sort_values(["_rank", "config", "seed"])
     per_run = per_run.drop(columns="_rank").reset_index(drop=True)
@@ -307,12 +310,15 @@ def seeds(args: argparse.Namespace) -> None:
         + "\n"
     )
     pivot = per_run.pivot(index=["epochs", "seed"], columns="config")
-    if {"vssl", "byol"} <= set(per_run["config"]):
+    for base in BASELINES:
+        if not {"vssl", base} <= set(per_run["config"]):
+            continue
         diff = pd.DataFrame(
-            {m: pivot[(m, "vssl")] - pivot[(m, "byol")] for m in ("linear top-1", "kNN-20 top-1")}
+            {m: pivot[(m, "vssl")] - pivot[(m, base)] for m in ("linear top-1", "kNN-20 top-1")}
         ).dropna()
+        name = {"byol": "BYOL", "mocov3": "MoCo v3"}[base]
         text += (
-            "\nVSSL minus BYOL, paired by seed at the same epoch:\n\n"
+            f"\nVSSL minus {name}, paired by seed at the same epoch:\n\n"
             + diff.reset_index().round(1).to_markdown(index=False)
             + "\n\n"
             + "\n".join(

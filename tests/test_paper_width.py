@@ -140,18 +140,22 @@ def _seed_folder(root: Path, seed: int, epochs: int, results: dict[str, tuple]) 
     return folder
 
 
-def test_seeds_averages_per_epoch_and_pairs_vssl_with_byol(bench, tmp_path: Path) -> None:
+def test_seeds_averages_per_epoch_and_pairs_vssl_with_each_baseline(bench, tmp_path: Path) -> None:
     s0 = _seed_folder(
         tmp_path, 0, 4, {"vssl": (46.0, 40.0, 0.58), "byol": (45.0, 35.0, None),
-                         "random": (33.0, 31.0, None)},
+                         "mocov3": (48.0, 41.0, None), "random": (33.0, 31.0, None)},
     )  # fmt: skip
-    s1 = _seed_folder(tmp_path, 1, 4, {"vssl": (44.0, 36.0, 0.54), "byol": (40.0, 30.0, None)})
+    s1 = _seed_folder(
+        tmp_path, 1, 4, {"vssl": (44.0, 36.0, 0.54), "byol": (40.0, 30.0, None),
+                         "mocov3": (47.0, 39.0, None)},
+    )  # fmt: skip
     s2 = _seed_folder(tmp_path, 2, 2, {"vssl": (30.0, 30.0, 0.50)})  # another epoch: apart
     out = tmp_path / "out"
     bench.main(["seeds", str(s0), str(s1), str(s2), "--out", str(out)])
 
     per_run = pd.read_csv(out / "seeds.csv")
-    assert len(per_run) == 6
+    assert len(per_run) == 8
+    assert list(per_run.config.drop_duplicates()) == ["vssl", "byol", "mocov3", "random"]
     vssl0 = per_run[(per_run.config == "vssl") & (per_run.seed == 0)].iloc[0]
     assert vssl0["epochs"] == 4 and vssl0["KL, last"] == 1.0  # the extracted epoch's KL
     text = (out / "seeds.md").read_text()
@@ -165,8 +169,11 @@ def test_seeds_averages_per_epoch_and_pairs_vssl_with_byol(bench, tmp_path: Path
     assert summary["vssl", "4"]["error AUROC"] == "0.56 ± 0.028"
     assert summary["vssl", "2"]["linear top-1"] == "30"
     assert summary["random", "0"]["KL, last"] == "-"
-    # paired differences: seed 0 +1 / +5, seed 1 +4 / +6
-    assert "- 4 epochs: linear top-1 2.5 ± 2.1, kNN-20 top-1 5.5 ± 0.71" in text
+    # paired differences: seed 0 +1 / +5, seed 1 +4 / +6 against BYOL; -2 / -1, -3 / -3
+    # against MoCo v3
+    byol, moco = text.split("VSSL minus BYOL, paired")[1].split("VSSL minus MoCo v3, paired")
+    assert "- 4 epochs: linear top-1 2.5 ± 2.1, kNN-20 top-1 5.5 ± 0.71" in byol
+    assert "- 4 epochs: linear top-1 -2.5 ± 0.71, kNN-20 top-1 -2 ± 1.4" in moco
     assert "- 2 epochs" not in text  # no BYOL run at 2 epochs to pair with
 
 

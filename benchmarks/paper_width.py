@@ -53,7 +53,7 @@ PROFILE = "paper"
 DATASET = "cifar10_mini"
 CONFIGS = ("vssl", "vssl_2025", "byol", "random")  # random: the untrained floor, no training
 ORDER = ("vssl", "vssl_2025", "byol", "mocov3", "random")  # how reports list configs
-BASELINES = ("byol", "mocov3")  # the paper's baselines: `seeds` pairs VSSL with each by seed
+BASELINES = {"byol": "BYOL", "mocov3": "MoCo v3"}  # the paper's: `seeds` pairs VSSL with each
 
 
 def vssl_cli(*args: str) -> list[str]:
@@ -310,13 +310,12 @@ def seeds(args: argparse.Namespace) -> None:
         + "\n"
     )
     pivot = per_run.pivot(index=["epochs", "seed"], columns="config")
-    for base in BASELINES:
+    for base, name in BASELINES.items():
         if not {"vssl", base} <= set(per_run["config"]):
             continue
         diff = pd.DataFrame(
             {m: pivot[(m, "vssl")] - pivot[(m, base)] for m in ("linear top-1", "kNN-20 top-1")}
         ).dropna()
-        name = {"byol": "BYOL", "mocov3": "MoCo v3"}[base]
         text += (
             f"\nVSSL minus {name}, paired by seed at the same epoch:\n\n"
             + diff.reset_index().round(1).to_markdown(index=False)

@@ -192,6 +192,7 @@ class Job:
     output: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     resources: dict[str, str] = field(default_factory=dict)
+    priority: int = 0
     shell: str | None = None
 
 
@@ -214,6 +215,8 @@ def parse_dry_run(text: str) -> list[Job]:
             setattr(jobs[-1], m.group(1), m.group(2).split(", "))
         elif jobs and (m := re.fullmatch(r"\s+resources: (.*)", line)):
             jobs[-1].resources = dict(kv.split("=", 1) for kv in m.group(1).split(", "))
+        elif jobs and (m := re.fullmatch(r"\s+priority: (-?\d+)", line)):
+            jobs[-1].priority = int(m.group(1))
         elif jobs and line.startswith("Shell command: "):
             shell = line[len("Shell command: ") :]
             jobs[-1].shell = None if shell == "None" else shell
@@ -263,6 +266,17 @@ def test_snakemake_pretrain_launches_through_accelerate(smoke_plan: list[Job]) -
         assert " -m vssl pretrain " in job.shell
         # An interrupted job continues from its partial checkpoint when rerun.
         assert " --resume --restart-incompatible " in job.shell
+
+
+def test_a_finished_run_is_evaluated_before_the_next_pretraining(smoke_plan: list[Job]) -> None:
+    # Snakemake runs the ready job of highest priority first: a pretrained run's extraction and
+    # probe outrank every pending pretraining, so results arrive run by run on a busy machine.
+    priority = defaultdict(set)
+    for job in smoke_plan:
+        priority[job.rule].add(job.priority)
+    assert priority["pretrain"] == {0}
+    assert min(priority["extract_features"]) > max(priority["pretrain"])
+    assert min(priority["probe"]) > max(priority["pretrain"])
 
 
 def test_snakemake_gpu_resource_sets_processes() -> None:

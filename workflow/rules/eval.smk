@@ -1,6 +1,9 @@
 # extract_features: frozen backbone features (and VSSL's mu/logvar) of the train and test splits.
 # probe: linear and kNN probes (and VSSL's uncertainty AUROC) on those features; results JSON and
 # the per-sample uncertainty sidecar.
+# priority: with fewer cores than runs, Snakemake otherwise starts every pending pretraining before
+# the first evaluation, so no run's numbers appear until the last one trains; a run that finished
+# pretraining is evaluated (a minute or two) before the next hours-long pretraining starts.
 
 
 rule extract_features:
@@ -15,6 +18,7 @@ rule extract_features:
     params:
         out=lambda wc, output: os.path.dirname(output.train),
         digest=lambda wc: wf.stage_digest(P, "extract_features", wc.dataset, wc.variant),
+    priority: 1
     threads: 1
     shell:
         "python -m vssl extract --params params.yaml --profile {wildcards.profile}"
@@ -35,6 +39,7 @@ rule probe:
     params:
         features=lambda wc, input: os.path.dirname(input.train),
         digest=lambda wc: wf.stage_digest(P, "probe", wc.dataset, wc.variant),
+    priority: 1
     threads: 1
     shell:
         "python -m vssl probe --params params.yaml --profile {wildcards.profile}"

@@ -34,10 +34,11 @@ def _params(overrides: list[str] = GRID):
     return load_params(ROOT / "params.yaml", profile="smoke", overrides=overrides)
 
 
-def _probe_values(dataset: str, method: str, seed: int) -> dict:
+def _probe_values(dataset: str, method: str, seed: int, variant: str | None = None) -> dict:
     """Distinct, reproducible numbers per run, so a mix-up between runs changes the table."""
     base = {"fashion_mnist": 70.0, "cifar10_mini": 40.0}[dataset]
     base += {"vssl": 10.0, "byol": 8.0, "random": -20.0}[method]
+    base += 0.0 if variant in (None, method) else 3.0 + len(variant)  # a variant differs too
     res = {
         "linear_top1": base + 1.5 * seed,
         "linear_top5": min(100.0, base + 20 + seed),
@@ -65,7 +66,7 @@ def write_fake_results(params, root: Path, with_sidecar: bool = True) -> None:
         (root / r.probe).parent.mkdir(parents=True, exist_ok=True)
         # As `vssl probe` and the engine write them: each file says which run it belongs to.
         ident = {"dataset": r.dataset, "method": r.method, "variant": r.variant, "seed": r.seed}
-        probe = {**_probe_values(r.dataset, r.method, r.seed), "source": ident}
+        probe = {**_probe_values(r.dataset, r.method, r.seed, r.variant), "source": ident}
         (root / r.probe).write_text(json.dumps(probe))
         (root / r.run_dir).mkdir(parents=True, exist_ok=True)
         # As vssl.train.engine writes it: `random` takes no optimiser step and has no online probe.
@@ -267,6 +268,45 @@ def test_cli_writes_table_figures_and_mlflow_run(tmp_path: Path, mlflow_uri: str
     assert names == {Path(p).name for p in FIGURES.values()}
 
 
+def test_variants_of_one_method_keep_their_own_rows_width_and_mlflow_metrics(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    """Two variants of VSSL and a width ablation: each row is described by its own params (a
+    variant's backbone width, not the base one) and each gets its own MLflow metrics (keyed by
+    the grid entry: by method, the last variant would overwrite the others)."""
+    import yaml
+    from mlflow import MlflowClient
+
+    from vssl.cli import main
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["variants"]["vssl_w8"] = {"method": "vssl", "set": {"backbone.width": 8}}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    grid = ["grid.datasets=[cifar10_mini]", "grid.methods=[vssl,vssl_2025,vssl_w8]"]
+    grid.append("grid.seeds=[0,1]")
+    params = load_params(params_file, profile="smoke", overrides=grid)
+    write_fake_results(params, tmp_path)
+    table = aggregate(load_runs(grid_runs(params), tmp_path), params).set_index("variant")
+    assert table.loc["vssl_w8", "width"] == 8
+    assert table.loc["vssl", "width"] == table.loc["vssl_2025", "width"] == params.backbone.width
+    assert params.backbone.width != 8
+
+    out, figs = tmp_path / "results" / "table.csv", tmp_path / "results" / "figures"
+    args = ["table", "--params", str(params_file), "--profile", "smoke", "--root", str(tmp_path)]
+    args += [a for o in grid for a in ("--set", o)]
+    assert main([*args, "--out", str(out), "--figures", str(figs)]) == 0
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name(params.mlflow.experiment)
+    (run,) = client.search_runs([exp.experiment_id], "tags.stage = 'table'")
+    logged = run.data.metrics
+    for variant in ("vssl", "vssl_2025", "vssl_w8"):
+        want = np.mean(
+            [_probe_values("cifar10_mini", "vssl", s, variant)["linear_top1"] for s in (0, 1)]
+        )
+        assert logged[f"cifar10_mini.{variant}.linear_top1_mean"] == pytest.approx(want)
+
+
 def test_cli_fails_fast_on_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from vssl.cli import main
 
@@ -424,3 +464,58 @@ def test_metric_columns_put_the_variance_beside_its_baseline() -> None:
         "uncertainty_error_auroc", "uncertainty_mean_variance", "feature_norm_error_auroc",
         "zz_other",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("garbage", "message"),
+    [
+        ("garbage\n", "line 4: 1 fields, the header has 5"),
+        ("3,abc,40,0.01,990\n", "line 4: `loss` is 'abc', not a number"),
+        ("3,1.0\n", "line 4: 2 fields, the header has 5"),
+        (",1.0,40,0.01,990\n", "line 4: `epoch` must be a whole number"),
+    ],
+)
+def test_a_malformed_history_is_an_error_naming_the_file(
+    tmp_path: Path, mlflow_uri: str, capsys: pytest.CaptureFixture, garbage: str, message: str
+) -> None:
+    """A garbage line made pandas read columns as text: the run dropped out of the training
+    curves and the table exited 0. An untrained run's header without rows stays legitimate."""
+    import re
+
+    from vssl.cli import main
+    from vssl.report.figures import load_histories
+
+    params = _params()
+    write_fake_results(params, tmp_path)
+    runs = grid_runs(params)
+    history = load_histories(runs, tmp_path)
+    assert set(history["method"]) == {"vssl", "byol"}  # `random`: a header, no rows
+    assert history["epoch"].dtype.kind == "i" and history["value"].dtype.kind == "f"
+    bad = next(r for r in runs if r.method == "vssl")
+    with open(tmp_path / bad.history, "a") as f:
+        f.write(garbage)
+    with pytest.raises(ReportError, match=re.escape(f"{bad.history}: {message}")):
+        load_histories(runs, tmp_path)
+    args, out, figs = _cli_args(tmp_path)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err == f"vssl table: error: {bad.history}: {message}\n"
+    assert not out.exists() and not figs.exists()
+    assert _mlflow_runs(mlflow_uri) == []
+
+
+def test_cli_no_mlflow_writes_the_table_without_a_run(tmp_path: Path, mlflow_uri: str) -> None:
+    """`vssl table --no-mlflow`, like the other stages' flag: outputs written, no MLflow run."""
+    from mlflow import MlflowClient
+
+    from vssl.cli import main
+
+    params = _params()
+    write_fake_results(params, tmp_path)
+    out, figs = tmp_path / "results" / "table.csv", tmp_path / "results" / "figures"
+    args = ["table", "--params", str(ROOT / "params.yaml"), "--profile", "smoke", "--no-mlflow"]
+    args += [a for o in GRID for a in ("--set", o)]
+    assert main([*args, "--root", str(tmp_path), "--out", str(out), "--figures", str(figs)]) == 0
+    assert len(pd.read_csv(out)) == 6
+    client = MlflowClient(mlflow_uri)
+    assert not any(client.search_runs([e.experiment_id]) for e in client.search_experiments())

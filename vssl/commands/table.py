@@ -35,6 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=".",
         help="folder holding runs/ and results/probes/ (default: the current directory)",
     )
+    p.add_argument(
+        "--no-mlflow",
+        action="store_true",
+        help="do not log to MLflow (same as --set mlflow.enabled=false; mlflow is not imported)",
+    )
 
 
 def _check_outputs(out: Path, figures: Path) -> None:
@@ -55,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     out, figures_dir = Path(args.out), Path(args.figures)
     _check_outputs(out, figures_dir)  # before reading anything
-    params = load_params(args.params, profile=args.profile, overrides=args.overrides)
+    overrides = [*args.overrides, *(["mlflow.enabled=false"] if args.no_mlflow else [])]
+    params = load_params(args.params, profile=args.profile, overrides=overrides)
     runs = grid_runs(params)
     root = Path(args.root)
     # Every input is read and checked before the MLflow run starts or anything is written.
@@ -100,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
                 tracking.log_artifact(path, artifact_path="figures")
             tracking.log_metrics(
                 {
-                    f"{row['dataset']}.{row['method']}.{m}_mean": row[f"{m}_mean"]
+                    # By grid entry: variants of one method must not overwrite each other.
+                    f"{row['dataset']}.{row['variant']}.{m}_mean": row[f"{m}_mean"]
                     for _, row in table.iterrows()
                     for m in metric_columns(per_run)
                 }

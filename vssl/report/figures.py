@@ -16,6 +16,9 @@ so the set of outputs is the same for every grid.
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -140,28 +143,67 @@ def accuracy_figure(per_run: pd.DataFrame, path: str | Path) -> Path:
     return _save(g.figure, path)
 
 
+def read_history(path: Path, name: str) -> pd.DataFrame | None:
+    """One history.csv as numbers (empty cells NaN); None for an empty file.
+
+    The engine writes numbers only, so anything else is damage, a :class:`ReportError` naming
+    ``name`` and the line: pandas would read a garbage line as text, turning the columns it
+    touches (``epoch`` included) non-numeric, and the run would drop out of the figure silently.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{name}: missing") from None
+    except UnicodeDecodeError as e:
+        raise ReportError(f"{name}: not a readable CSV ({_one_line(e)})") from None
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
+    rows: list[list[float]] = []
+    try:
+        for fields in reader:
+            if not fields:
+                continue  # a blank line, as pandas skips them
+            if header is None:
+                header = [f.strip() for f in fields]
+                if "epoch" not in header:
+                    raise ReportError(f"{name}: no `epoch` column (columns: {', '.join(header)})")
+                if len(set(header)) != len(header):
+                    raise ReportError(f"{name}: a column name is repeated ({', '.join(header)})")
+                continue
+            where = f"{name}: line {reader.line_num}"
+            if len(fields) != len(header):
+                raise ReportError(f"{where}: {len(fields)} fields, the header has {len(header)}")
+            row = [_history_cell(c, f, where) for c, f in zip(header, fields, strict=True)]
+            epoch = row[header.index("epoch")]
+            if not (math.isfinite(epoch) and epoch == round(epoch)):
+                raise ReportError(f"{where}: `epoch` must be a whole number")
+            rows.append(row)
+    except csv.Error as e:
+        raise ReportError(f"{name}: not a readable CSV ({_one_line(e)})") from None
+    if header is None:
+        return None
+    return pd.DataFrame(rows, columns=header, dtype=float).astype({"epoch": int})
+
+
+def _history_cell(column: str, text: str, where: str) -> float:
+    if not text.strip():
+        return math.nan  # "not applicable" (e.g. knn_top1 between kNN epochs)
+    try:
+        return float(text)
+    except ValueError:
+        raise ReportError(f"{where}: `{column}` is {text[:40]!r}, not a number") from None
+
+
 def load_histories(runs: Iterable[Run], root: str | Path = ".") -> pd.DataFrame:
     """Every run's history.csv in long form: dataset, method, variant, seed, epoch, metric,
     value."""
     root = Path(root)
     frames = []
     for r in runs:
-        path = root / r.history
-        try:
-            h = pd.read_csv(path)
-        except pd.errors.EmptyDataError:
-            continue  # an untrained run (method `random`) may have no history at all
-        except (pd.errors.ParserError, UnicodeDecodeError) as e:
-            raise ReportError(f"{r.history}: not a readable CSV ({_one_line(e)})") from None
-        except FileNotFoundError:
-            raise ReportError(f"{r.history}: missing") from None
-        if h.empty:
-            continue
-        if "epoch" not in h.columns:
-            raise ReportError(f"{r.history}: no `epoch` column (columns: {', '.join(h.columns)})")
-        values = [
-            c for c in h.columns if c not in HISTORY_SKIP and pd.api.types.is_numeric_dtype(h[c])
-        ]
+        h = read_history(root / r.history, str(r.history))
+        if h is None or h.empty:
+            continue  # an untrained run (method `random`) has a header and no rows, or nothing
+        values = [c for c in h.columns if c not in HISTORY_SKIP]
         long = h.melt(id_vars=["epoch"], value_vars=values, var_name="metric", value_name="value")
         long.insert(0, "seed", r.seed)
         long.insert(0, "variant", r.variant)

@@ -169,17 +169,19 @@ def aggregate(per_run: pd.DataFrame, params: Params) -> pd.DataFrame:
     metrics = metric_columns(per_run)
     rows = []
     for (dataset, variant), g in per_run.groupby(["dataset", "variant"], sort=False):
+        # A variant may set its own backbone or epochs: describe the row by its own params.
+        entry = params.for_entry(str(variant))
         row: dict[str, Any] = {
             "profile": params.profile,
             "dataset": dataset,
             "method": g["method"].iloc[0],
             "variant": variant,
-            "backbone": params.backbone.name,
-            "width": params.backbone.width,
+            "backbone": entry.backbone.name,
+            "width": entry.backbone.width,
             # Trained epochs as the runs report them; the configured number when they do not.
             "epochs": int(g["epochs"].iloc[0])
             if g["epochs"].notna().all()
-            else params.epochs_for(str(dataset)),
+            else entry.epochs_for(str(dataset)),
             "n_seeds": int(g["seed"].nunique()),
         }
         for info in ("n_train", "n_test", "feature_dim"):

@@ -440,6 +440,11 @@ def _no_runs(mlflow_uri: str) -> bool:
             {"sets": ["pretrain.grad_accum_steps=4", "pretrain.batch_size=30"]},
             "divisible by processes x grad_accum_steps = 1 x 4",
         ),
+        ({"sets": ["pretrain.batch_size=1"]}, "1 image per process and micro-step"),
+        (
+            {"sets": ["pretrain.grad_accum_steps=4", "pretrain.batch_size=4"]},
+            "BatchNorm needs at least 2",
+        ),
         ({"sets": ["data_root=/nonexistent/data"]}, "data root /nonexistent/data does not exist"),
         ({"sets": ["data.train_subset=16"]}, "fewer than one batch"),
     ],

@@ -421,3 +421,54 @@ def test_fingerprint_without_an_added_key_matches_its_old_value(smoke_params):
     other = load_params(PARAMS, profile="smoke", overrides=["methods.vssl.variance_input=backbone"])
     reason = incompatibility(old, training_fingerprint(other, "vssl", "cifar10_mini"), 3)
     assert reason is not None and "variance_input" in reason
+
+
+def test_a_second_trainer_on_a_busy_run_folder_fails_at_once_and_touches_nothing(
+    smoke_params, mlflow_uri, tmp_path, capsys
+):
+    """While a process holds the run folder (a trainer still running, or orphaned by a killed
+    launcher), another `vssl pretrain` on it exits 2 before removing or writing anything; once
+    the holder is gone the run trains."""
+    from vssl.train.run_lock import hold_run_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    theirs = out / ".checkpoint.partial.pt.tmp123"  # the holder's write in progress
+    theirs.write_bytes(b"in progress")
+    with hold_run_folder(out):
+        assert main(args(out, epochs=1)) == 2
+        assert "is in use by another `vssl pretrain` process" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [theirs.name]
+    assert main(args(out, epochs=1)) == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["complete"]
+
+
+_SIGNAL_AFTER_SUCCESS = """
+import os, signal, sys, time
+from vssl.cli import main
+sys.argv = ["vssl", *sys.argv[1:]]
+rc = main()  # as the console script calls it
+os.kill(os.getpid(), signal.SIGTERM)  # a stop signal while the interpreter winds down
+time.sleep(0.5)
+sys.exit(rc)
+"""
+
+
+def test_a_stop_signal_after_success_keeps_exit_status_zero(tmp_path):
+    """Snakemake deletes the outputs of a job that exits 143; a SIGTERM that arrives after the
+    command finished (during interpreter teardown) must leave its status 0."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-c", _SIGNAL_AFTER_SUCCESS, "validate", "--params", str(PARAMS)]
+    proc = subprocess.run(
+        [*cmd, "--profile", "smoke"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    # Only success is protected: after a failure the signal still ends the process.
+    bad = subprocess.run(
+        [*cmd, "--profile", "nonesuch"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode == -15 and "unknown profile" in bad.stderr

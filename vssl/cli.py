@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return int(args._module.run(args) or 0)
+        rc = int(args._module.run(args) or 0)
+        if rc == 0 and argv is None:
+            _ignore_stop_signals()
+        return rc
     except ConfigError as e:
         print(f"vssl {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -93,6 +96,18 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         print(f"vssl {args.command}: error: {e.strerror}{where}", file=sys.stderr)
         return 1
+
+
+def _ignore_stop_signals() -> None:
+    """The command succeeded and its outputs are on disk: a SIGTERM or SIGINT while the
+    interpreter shuts down (a second or so with torch and MLflow loaded) must not turn the
+    exit status into 143/130, on which Snakemake deletes the finished outputs."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

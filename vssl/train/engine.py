@@ -6,7 +6,8 @@ One call of :func:`pretrain` runs one (dataset, method, seed) job into ``out_dir
 1. *Plan* (:mod:`vssl.train.plan`): validate everything (method, dataset and its files,
    augmentation preset, batch split across processes, existing outputs, the checkpoint to
    resume) before any model is built or MLflow run started; errors are ``ConfigError``
-   subclasses and leave nothing behind.
+   subclasses and leave nothing behind. Then the main process locks the run folder
+   (:mod:`vssl.train.run_lock`): a second trainer on it fails at once.
 2. *Assemble* (:mod:`vssl.train.assembly`): the method (seeded), its optimiser and schedule
    and the online probe (a linear classifier on detached backbone features with its own SGD; its
    cross-entropy is added to the loss, so DDP averages its gradients with the rest).
@@ -52,6 +53,7 @@ from torch import Tensor, nn
 
 from vssl.train import records
 from vssl.train.plan import Plan, PretrainJob, plan_pretraining, process_state, use_cpu
+from vssl.train.run_lock import hold_run_folder
 from vssl.train.signals import Interrupted, StopSignals
 from vssl.train.snapshot import StateSnapshot
 
@@ -102,8 +104,13 @@ def pretrain(job: PretrainJob) -> dict[str, Any]:
     # Denormal floats make CPU convolutions and BatchNorm ~3x slower here (measured on the
     # quick profile); flushing them to zero changes no result beyond 1e-38.
     torch.set_flush_denormal(True)
-    with StopSignals() as stop:  # SIGTERM/SIGINT: see vssl.train.signals
+    with (
+        StopSignals() as stop,
+        contextlib.ExitStack() as held,
+    ):  # SIGTERM/SIGINT: see vssl.train.signals
         plan = plan_pretraining(job, process_state())
+        if process_state().is_main_process:
+            held.enter_context(hold_run_folder(job.out_dir))  # before touching its files
         _prepare_folder(plan)
         ck = plan.resume_ckpt
         if ck is not None and ck.get("complete"):

@@ -270,6 +270,14 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
             f"pretrain.batch_size={batch} must be divisible by processes x grad_accum_steps "
             f"= {world} x {accum}"
         )
+    if batch // (world * accum) < 2 and job.method != "random":
+        # BatchNorm in training mode needs two samples per process; one would fail at the
+        # first step, after the data and the model were loaded.
+        raise ConfigError(
+            f"pretrain.batch_size={batch} gives {batch // (world * accum)} image per process and "
+            f"micro-step (processes x grad_accum_steps = {world} x {accum}); BatchNorm needs "
+            "at least 2"
+        )
     device_type = state.device.type
     mixed = resolve_mixed_precision(pc.mixed_precision, device_type)
     if pc.gpu_augment == "auto":

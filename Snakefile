@@ -17,6 +17,14 @@ from vssl.config import ConfigError, load_params, load_raw
 
 PARAMS_FILE = "params.yaml"
 
+# Read the file with the project's own loader first: Snakemake's `configfile:` reports a YAML
+# error as its own WorkflowError, naming no file; this gives `vssl validate`'s message.
+try:
+    load_raw(PARAMS_FILE)
+except ConfigError as e:
+    print(f"snakemake: invalid configuration: {e}", file=sys.stderr)
+    sys.exit(2)
+
 
 configfile: PARAMS_FILE
 

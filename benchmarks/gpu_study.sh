@@ -89,7 +89,8 @@ if [ "$dry" = 1 ]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   precision=no
   sets+=(--set backbone.width=4 --set data.train_subset=128 --set data.test_subset=64
-         --set pretrain.batch_size=32 --set pretrain.warmup_epochs=1 --set pretrain.knn_every=0)
+         --set pretrain.batch_size=32 --set pretrain.warmup_epochs=1 --set pretrain.knn_every=0
+         --set 'probe.knn.k=[20]')
   crops=(--crop-levels 1.0 0.25)
   auroc_threads=1
 else

@@ -9,9 +9,11 @@ command, through the engine, for the first ``--epochs`` epochs of the same 1,000
 untrained floor), then extracts frozen features and probes them with the pipeline's own
 commands (``vssl extract``, ``vssl probe``: linear, kNN-20 and, for VSSL, the uncertainty AUROC
 on the 1,000 held-out images). Rerunning with a larger ``--epochs`` continues the same runs.
-``--set KEY=VALUE`` overrides params for every command (``pretrain.epochs=200``: a complete
-200-epoch schedule; the dry run of ``benchmarks/gpu_study.sh`` shrinks the network with it); the
-overrides are written to ``<out>/overrides.txt`` and head the report.
+``--set KEY=VALUE`` overrides params for pretraining (``pretrain.epochs=200``: a complete
+200-epoch schedule; the dry run of ``benchmarks/gpu_study.sh`` shrinks the network with it);
+extraction takes the data settings among them (the rest comes from the checkpoint), the probe
+those and the ``probe`` section's; the overrides are written to ``<out>/overrides.txt`` and head
+the report.
 
 On CPUs with AMX (Intel Sapphire Rapids and later) bf16 autocast makes width 64 affordable: the
 engine's step runs 2.5-2.6x faster than in fp32 there (docs/benchmarks.md, "bf16 on the CPU").
@@ -130,8 +132,13 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit(f"pretraining failed for {', '.join(failed)}: see {out}/<config>.log")
     from vssl.eval.extract import DATA_SECTIONS
 
-    # extraction takes everything but the data settings from the checkpoint
-    data_sets = [kv for kv in args.set if kv.split(".", 1)[0].split("=", 1)[0] in DATA_SECTIONS]
+    # extraction takes everything but the data settings from the checkpoint; the probe also
+    # takes the probe settings (a toy run's few images need a smaller kNN k)
+    def section(kv: str) -> str:
+        return kv.split(".", 1)[0].split("=", 1)[0]
+
+    data_sets = [kv for kv in args.set if section(kv) in DATA_SECTIONS]
+    probe_sets = [kv for kv in args.set if section(kv) == "probe"]
 
     def evaluate(c: str) -> str:
         """`vssl extract` then `vssl probe` for one config; returns their output and times."""
@@ -141,7 +148,7 @@ def run(args: argparse.Namespace) -> None:
             vssl_cli("extract", "--checkpoint", str(checkpoint(out / c)), "--dataset", DATASET,
                      "--out", str(feats), *common),
             vssl_cli("probe", "--features", str(feats), "--out", str(out / "probes" / f"{c}.json"),
-                     *common),
+                     *common, *set_args(probe_sets)),
         ]  # fmt: skip
         text = ""
         for cmd in steps:

@@ -380,3 +380,29 @@ def test_every_optimiser_value_takes_effect_or_is_refused() -> None:
     p = load_params(PARAMS, overrides=["pretrain.grad_clip_norm=5.0"])
     assert p.optimizer_cfg("byol")["grad_clip_norm"] == 5.0
     assert p.optimizer_cfg("vssl")["grad_clip_norm"] == 1.0
+
+
+def test_a_bad_override_is_blamed_on_the_overrides_not_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`params.yaml: invalid configuration` sent the user to a file that does not hold the
+    value; the key lines stay as they were."""
+    with pytest.raises(ConfigError) as e:
+        load_params(PARAMS, profile="smoke", overrides=["pretrain.epochs=ten"])
+    head, *keys = str(e.value).splitlines()
+    assert head == f"{PARAMS} with --set overrides: invalid configuration"
+    assert keys == ["  pretrain.epochs: Input should be a valid integer, unable to parse string as an integer"]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"with --set overrides: methods\.vssl\.optimizer\.base"):
+        load_params(PARAMS, profile="smoke", overrides=["methods.vssl.optimizer.base_lr=null"])
+    # A bad value in the file itself is still the file's, with or without `--set profile=`.
+    tree = load_raw(PARAMS)
+    tree["profiles"]["smoke"]["pretrain"]["epochs"] = "ten"
+    path = _write(tmp_path, tree)
+    for overrides in ([], ["profile=smoke"]):
+        with pytest.raises(ConfigError) as e:
+            load_params(path, profile="smoke", overrides=overrides)
+        assert str(e.value).startswith(f"{path}: invalid configuration\n  pretrain.epochs: ")
+    args = ["validate", "--params", str(PARAMS), "--profile", "smoke"]
+    assert main([*args, "--set", "pretrain.epochs=ten"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vssl validate: error: {PARAMS} with --set overrides: invalid conf")

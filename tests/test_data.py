@@ -92,8 +92,10 @@ def test_stratified_split_and_subset():
     sub = stratified_subset(labels, 50)
     assert np.bincount(labels[sub]).tolist() == [20, 15, 10, 5] and np.all(np.diff(sub) > 0)
     assert (
-        len(stratified_subset(labels, None)) == 100 and len(stratified_subset(labels, 999)) == 100
+        len(stratified_subset(labels, None)) == 100 and len(stratified_subset(labels, 100)) == 100
     )
+    with pytest.raises(DataError, match="a subset of 101 image.*exceeds the 100 there are"):
+        stratified_subset(labels, 101)  # not silently the 100 there are
     with pytest.raises(DataError):
         stratified_split(labels, 100, seed=0)
     with pytest.raises(DataError, match="subset of 3 image.*one of each of the 4 classes"):
@@ -297,3 +299,44 @@ def test_cifar_files_that_fail_their_checksum_are_named_as_such(tmp_path, monkey
     with pytest.raises(DataError, match="are incomplete or damaged"):
         load_tensors("cifar10", "train", p)
     assert len(list(batches.iterdir())) == 7
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "data.train_subset=99999999",
+            "data.train_subset=99999999 exceeds the 4085 images of dataset 'cifar10_mini', "
+            "split 'train' (set at most 4085, or null for the whole split)",
+        ),
+        (
+            "data.test_subset=1001",
+            "data.test_subset=1001 exceeds the 1000 images of dataset 'cifar10_mini', "
+            "split 'test' (set at most 1000, or null for the whole split)",
+        ),
+    ],
+)
+def test_a_subset_larger_than_its_split_is_an_error(
+    smoke_params, tmp_path, monkeypatch, capsys, override, message
+):
+    """It was clamped to the whole split without a word: a different experiment than asked."""
+    import vssl.train.assembly
+
+    p = load_params(PARAMS, profile="smoke", overrides=[override])
+    with pytest.raises(DataError) as e:
+        build_dataset("cifar10_mini", "train" if "train" in override else "test", p)
+    assert str(e.value) == message
+    whole = ["data.train_subset=4085", "data.test_subset=1000"]  # exactly the split: fine
+    full = load_params(PARAMS, profile="smoke", overrides=whole)
+    assert len(load_tensors("cifar10_mini", "train", full)[1]) == 4085
+
+    def no_model(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("the model was built before the subset was checked")
+
+    monkeypatch.setattr(vssl.train.assembly, "build_method", no_model)
+    out = tmp_path / "run"
+    argv = ["pretrain", "--params", str(PARAMS), "--profile", "smoke", "--dataset", "cifar10_mini"]
+    argv += ["--method", "vssl", "--seed", "0", "--out", str(out), "--no-mlflow"]
+    assert main([*argv, "--set", override]) == 2
+    assert capsys.readouterr().err == f"vssl pretrain: error: {message}\n"
+    assert not out.exists() or not any(out.iterdir())

@@ -212,7 +212,8 @@ def test_cli_extract_then_probe_nested_in_mlflow(
         )
         == 0
     )
-    assert main(["probe", "--features", str(feats), "--out", str(out), *base]) == 0
+    knn = ["--set", f"probe.knn.k=[20,{N_TRAIN}]"]  # smoke's k=200 exceeds the 160 features
+    assert main(["probe", "--features", str(feats), "--out", str(out), *base, *knn]) == 0
 
     results = json.loads(out.read_text())
     assert results["n_train"] == N_TRAIN and results["n_test"] == N_TEST
@@ -488,3 +489,62 @@ def test_extraction_saves_the_students_posterior_not_the_teachers_prior(ckpts) -
     np.testing.assert_allclose(
         fs.features, method.backbone(images).detach().numpy(), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("extract.batch_size=0", "  extract.batch_size: Input should be greater than 0"),
+        ("extract.batch_size=abc", "  extract.batch_size: Input should be a valid integer"),
+        ("data.num_workers=-2", "  data.num_workers: Value error, must be a whole number >= 0"),
+    ],
+)
+def test_bad_set_values_are_one_clean_line_per_key(
+    tmp_path: Path, ckpts, capsys, override: str, line: str
+) -> None:
+    """As every other command reports them, not as pydantic's multi-line dump with its URL."""
+    from vssl.cli import main
+
+    feats = tmp_path / "feats"
+    argv = ["extract", "--checkpoint", str(ckpts["random"]), "--dataset", DATASET]
+    assert main([*argv, "--out", str(feats), "--no-mlflow", "--set", override]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (
+        "vssl extract: error: extraction params (checkpoint config with --set overrides): "
+        "invalid configuration"
+    )
+    assert len(err) == 2 and err[1].startswith(line), err
+    assert "pydantic" not in err[1] and "[type=" not in err[1]
+    assert not feats.exists()
+
+
+@pytest.mark.parametrize("damage", ["random_bytes", "truncated"])
+def test_unreadable_checkpoints_say_what_they_are_without_torchs_advice(
+    ckpts, tmp_path: Path, capsys, damage: str
+) -> None:
+    """torch's own message advised `weights_only=False` (unsafe, and useless for a damaged
+    file) and was cut mid-word at 300 characters."""
+    from vssl.cli import main
+    from vssl.train.checkpoint import UnreadableCheckpointError, load_checkpoint
+
+    bad = tmp_path / "checkpoint.pt"
+    if damage == "random_bytes":
+        bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        whole = ckpts["vssl"].read_bytes()
+        bad.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UnreadableCheckpointError) as e:
+        load_checkpoint(bad)
+    msg = str(e.value)
+    assert msg.startswith(f"{bad}: corrupt or unreadable checkpoint (truncated, damaged or not ")
+    assert msg.endswith(")")
+    reason = msg.split("; torch.load: ", 1)[1][:-1]
+    assert "weights_only" not in msg and "succeed" not in msg
+    assert "\n" not in msg and 0 < len(reason) <= 124
+    if damage == "truncated":  # the whole first sentence, not a cut
+        assert reason == "PytorchStreamReader failed reading zip archive: failed finding central directory"  # fmt: skip
+
+    argv = ["extract", "--checkpoint", str(bad), "--dataset", DATASET, "--out", str(tmp_path / "f")]
+    assert main([*argv, "--no-mlflow"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"vssl extract: error: {msg}\n"

@@ -203,7 +203,7 @@ def test_a_stopped_run_stops_its_pretraining_and_resumes(data_root, tmp_path: Pa
         "--set", "pretrain.epochs=200", "--set", "backbone.width=4",
         "--set", "data.train_subset=64", "--set", "data.test_subset=32",
         "--set", "pretrain.batch_size=32", "--set", "pretrain.knn_every=0",
-        "--set", "pretrain.checkpoint_every=100", "--set", "methods.vssl.proj_hidden_dim=64",
+        "--set", "probe.knn.k=[20]", "--set", "pretrain.checkpoint_every=100", "--set", "methods.vssl.proj_hidden_dim=64",
         "--set", "methods.vssl.latent_dim=32", "--set", "methods.vssl.pred_hidden_dim=64",
     ]  # fmt: skip
     env = dict(os.environ, VSSL_DATA_ROOT=str(data_root), OMP_NUM_THREADS="1")

@@ -629,3 +629,34 @@ def test_cli_probe_bad_output_paths_exit_2_before_any_work(
     err = capsys.readouterr().err
     assert err.startswith("vssl probe: error: ") and err.count("\n") == 1, err
     assert _all_runs(mlflow_uri) == []
+
+
+def test_k_beyond_the_training_features_fails_before_any_probe_is_fitted(
+    tmp_path: Path, mlflow_uri: str, monkeypatch, capsys
+) -> None:
+    """k was clamped to the bank size with a warning, and the results still said knn100000."""
+    import vssl.eval.probe as probe_mod
+    from vssl.cli import main
+    from vssl.config import ConfigError
+
+    def no_fitting(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("a probe was fitted before k was checked")
+
+    monkeypatch.setattr(probe_mod, "linear_probe", no_fitting)
+    monkeypatch.setattr(probe_mod, "knn_classify_multi", no_fitting)
+    x, y = one_hot_plus_noise(30, seed=0)
+    cfg = ProbeCfg.model_validate({"knn": {"k": [5, 31, 200]}})
+    with pytest.raises(ConfigError, match=r"k=31, 200 exceeds the 30 training features"):
+        run_probes(FeatureSet(x, y), FeatureSet(x, y), cfg)
+
+    feats, out = tmp_path / "f", tmp_path / "r.json"
+    write_feature_dir(feats)  # 300 training features
+    argv = ["probe", "--features", str(feats), "--out", str(out)]
+    argv += ["--params", str(ROOT / "params.yaml"), "--profile", "smoke"]
+    assert main([*argv, "--set", "probe.knn.k=[20, 100000]"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "vssl probe: error: probe.knn.k: k=100000 exceeds the 300 training features; use k <= 300\n"
+    )
+    assert not out.exists() and not sidecar_path(out).exists()
+    assert _all_runs(mlflow_uri) == []

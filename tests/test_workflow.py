@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -307,6 +308,31 @@ def test_snakemake_rejects_bad_config_before_running(config: str, message: str) 
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda t: t + "\nprofile: smoke\n",
+            "params.yaml: the key 'profile' is given twice (lines",
+        ),
+        (lambda t: t.replace("\ngrid:\n", "\ngrid: [\n", 1), "params.yaml: not valid YAML"),
+    ],
+)
+def test_snakemake_names_the_line_of_a_malformed_params_file(
+    tmp_path: Path, edit: Callable[[str], str], message: str
+) -> None:
+    """A malformed params.yaml gets the project's one message (as from `vssl validate`), exit
+    2: Snakemake's `configfile:` alone would report a YAML error as its own WorkflowError
+    ("Config file is not valid JSON or YAML", naming no file), and keeps the last of two equal
+    keys (the Snakefile's later check catches those)."""
+    shutil.copy(ROOT / "Snakefile", tmp_path)
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
+    (tmp_path / "params.yaml").write_text(edit((ROOT / "params.yaml").read_text()))
+    out = snakemake("-n", cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "line" in out.stderr, out.stderr
+    assert f"snakemake: invalid configuration: {message}" in out.stderr
 
 
 def test_slurm_profile_dry_run_without_slurm_tools() -> None:

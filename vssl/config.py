@@ -580,6 +580,10 @@ def resolve(
     tree = deep_merge(tree, prof)
     tree["profile"] = profile
     plain = apply_overrides(tree, rest)
+    # A bad value may come from the command line rather than the file: name both, so the user
+    # does not search the file for a value it does not hold.
+    if rest:
+        source = f"{source} with --set overrides"
     params = _validate(plain, source)
     _check_method_optimizers(params, source)
     for ds in params.grid.datasets:
@@ -626,6 +630,12 @@ def _validate(tree: dict[str, Any], source: str) -> Params:
         return Params.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def validate_tree(tree: dict[str, Any], source: str) -> Params:
+    """Validate a resolved params tree (no profile or override step); a ``ConfigError`` headed
+    ``source`` with one line per offending key otherwise (never pydantic's own dump)."""
+    return _validate(tree, source)
 
 
 def load_params(

@@ -243,8 +243,8 @@ def launch_args(gpus: int, gres: str | None = None) -> str:
         n = int(m.group(1)) if m else (1 if str(gres).strip() == "gpu" else None)
         if n is not None and n != gpus:
             raise ValueError(
-                f"resource gres={gres!r} allocates {n} GPU(s) but gpus={gpus}; set both, e.g. "
-                f"--set-resources pretrain:gpus={n} pretrain:gres=gpu:{n}"
+                f"resource gres={gres!r} allocates {n} GPU(s) but gpus={gpus}; set both in the "
+                f'profile\'s set-resources (e.g. gpus: {n} and gres: "gpu:{n}")'
             )
     # One process per job and machine; the rest (mixed precision, ...) comes from params.yaml.
     # --quiet: when the trainer stops (e.g. exit 143 on SIGTERM), no launcher traceback follows

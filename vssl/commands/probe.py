@@ -9,8 +9,9 @@ head). Logged to MLflow as a ``stage=probe`` run, nested under the pretraining r
 features record its id (a standalone run otherwise).
 
 Before any MLflow run starts: the output paths are checked (writable, not folders), the params
-resolved, the features loaded and validated, and their labels checked against the recorded
-``num_classes``; any problem is one line on stderr and exit status 2.
+resolved, the features loaded and validated, their labels checked against the recorded
+``num_classes``, and every ``probe.knn.k`` checked against the number of training features; any
+problem is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from vssl.config import load_params
     from vssl.eval import features
     from vssl.eval.device import pick_device
-    from vssl.eval.probe import run_probes, write_report
+    from vssl.eval.probe import check_knn_k, run_probes, write_report
     from vssl.eval.uncertainty import sidecar_path
     from vssl.io import check_writable_file
 
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     except features.FeatureError as e:
         print(f"vssl probe: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    check_knn_k(params.probe, train.n)  # ConfigError (exit 2) before the MLflow run starts
     meta = train.meta or features.read_meta(args.features)
     if meta.get("profile") not in (None, params.profile):
         print(

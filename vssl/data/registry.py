@@ -445,15 +445,33 @@ def _full_arrays(
     return _full_arrays_cached(spec.name, split, str(root), npz_key, download)
 
 
+def _subset_key(split: str) -> str:
+    # "train" and STL-10's "train+unlabeled" both take data.train_subset
+    return "data.test_subset" if split == "test" else "data.train_subset"
+
+
 def _subset_size(split: str, params: Params) -> int | None:
     if split == "test":
         return params.data.test_subset
-    return params.data.train_subset  # "train" and STL-10's "train+unlabeled"
+    return params.data.train_subset
 
 
-def subset_indices(labels: np.ndarray, split: str, params: Params) -> np.ndarray:
-    """Sorted indices of the configured stratified subset of a split (all when unset)."""
-    return stratified_subset(labels, _subset_size(split, params), SUBSET_SEED)
+def subset_indices(
+    labels: np.ndarray, split: str, params: Params, *, dataset: str | None = None
+) -> np.ndarray:
+    """Sorted indices of the configured stratified subset of a split (all when unset).
+
+    A subset larger than the split is a ``DataError`` naming ``dataset``, the split and both
+    sizes: taking the whole split instead would run, and label, a different experiment than
+    the one configured."""
+    size, n = _subset_size(split, params), len(labels)
+    if size is not None and size > n:
+        name = f"dataset {dataset!r}" if dataset else "the dataset"
+        raise DataError(
+            f"{_subset_key(split)}={size} exceeds the {n} images of {name}, split {split!r} "
+            f"(set at most {n}, or null for the whole split)"
+        )
+    return stratified_subset(labels, size, SUBSET_SEED)
 
 
 def load_tensors(
@@ -467,7 +485,7 @@ def load_tensors(
     if not spec.in_memory:
         raise DataError(f"dataset {name!r} ({spec.kind}) cannot be loaded into memory")
     images, labels = _full_arrays(spec, split, params, download)
-    idx = subset_indices(labels, split, params)
+    idx = subset_indices(labels, split, params, dataset=name)
     return torch.from_numpy(images[idx].copy()), torch.from_numpy(labels[idx].copy())
 
 
@@ -546,7 +564,7 @@ def build_dataset(
     _check_split(spec, split)
     ds = _imagefolder(spec, split, params)
     ds.transform = transform
-    idx = subset_indices(np.asarray(ds.targets), split, params)
+    idx = subset_indices(np.asarray(ds.targets), split, params, dataset=name)
     if len(idx) == len(ds):
         return ds
     sub = Subset(ds, idx.tolist())
@@ -606,7 +624,7 @@ def prepare(name: str, params: Params, *, download: bool = True) -> dict[str, An
             labels = np.asarray(labels)
         else:
             labels = dataset_labels(_imagefolder(spec, split, params))
-        idx = subset_indices(labels, split, params)
+        idx = subset_indices(labels, split, params, dataset=name)
         splits[split] = {
             "full_count": int(len(labels)),
             "count": int(len(idx)),

@@ -46,10 +46,12 @@ def stratified_split(
 
 def stratified_subset(labels: np.ndarray, size: int | None, seed: int = SUBSET_SEED) -> np.ndarray:
     """Sorted indices of a stratified subset of ``size`` samples (all of them when ``size`` is
-    None or at least N)."""
+    None or N); a ``size`` above N is a ``DataError``, not silently the N there are."""
     labels = np.asarray(labels)
     n = len(labels)
-    if size is None or size >= n:
+    if size is not None and size > n:
+        raise DataError(f"a subset of {size} image(s) exceeds the {n} there are")
+    if size is None or size == n:
         return np.arange(n)
     classes = len(np.unique(labels))
     if size < classes:

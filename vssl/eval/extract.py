@@ -75,9 +75,7 @@ def extraction_params(
 
     Raises ``ConfigError`` for an override outside :data:`DATA_SECTIONS` or an invalid result.
     """
-    from pydantic import ValidationError
-
-    from vssl.config import Params, apply_overrides, load_params, parse_override
+    from vssl.config import apply_overrides, load_params, parse_override, validate_tree
     from vssl.train.checkpoint import params_from_checkpoint
 
     tree = params_from_checkpoint(ckpt).to_dict()
@@ -99,10 +97,11 @@ def extraction_params(
                 f"{', '.join(DATA_SECTIONS)} can be overridden"
             )
     tree = apply_overrides(tree, list(overrides))
-    try:
-        params = Params.model_validate(tree)
-    except ValidationError as e:
-        raise ConfigError(f"extraction params invalid: {e}") from None
+    source = "checkpoint config" if profile is None else str(params_path or "params.yaml")
+    if overrides:
+        source += " with --set overrides"
+    # One line per offending key, as every other command reports it (not pydantic's dump).
+    params = validate_tree(tree, f"extraction params ({source})")
     # A relative SQLite tracking store is the repository's (the params file's folder), as for
     # every other stage, whichever config the mlflow section came from.
     return params.with_base_dir(Path(params_path or "params.yaml").parent)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vssl.config import ProbeCfg
+from vssl.config import ConfigError, ProbeCfg
 from vssl.eval.features import FeatureSet, num_classes_of
 from vssl.eval.knn import knn_classify_multi
 from vssl.eval.linear import LinearProbeResult, linear_probe
@@ -60,6 +60,18 @@ class ProbeReport:
         return m
 
 
+def check_knn_k(cfg: ProbeCfg, n_train: int) -> None:
+    """Raise ``ConfigError`` when a configured kNN k exceeds the ``n_train`` training features:
+    the kNN would clamp k to the bank size and its results would still be labelled with the
+    requested k (``knn100000_top1`` computed with k=512)."""
+    too_big = [k for k in cfg.knn.k if k > n_train]
+    if too_big:
+        raise ConfigError(
+            f"probe.knn.k: k={', '.join(map(str, too_big))} exceeds the {n_train} training "
+            f"features; use k <= {n_train}"
+        )
+
+
 def run_probes(
     train: FeatureSet,
     test: FeatureSet,
@@ -74,6 +86,7 @@ def run_probes(
     (default CPU) runs both probes there, e.g. on the accelerator.
     """
     device = torch.device(device or "cpu")
+    check_knn_k(cfg, train.n)  # before the linear probe's minutes of fitting
     if train.dim != test.dim:
         raise ValueError(f"train and test feature dims differ: {train.dim} vs {test.dim}")
     if num_classes is None:

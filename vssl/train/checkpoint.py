@@ -132,6 +132,23 @@ def _damaged_member(path: Path) -> str | None:
         return None
 
 
+def _load_reason(e: Exception, limit: int = 120) -> str:
+    """A short reason from ``torch.load``'s error: its first sentence, cut at a word.
+
+    torch's weights-only errors open with advice to retry with ``weights_only=False`` (wrong for
+    a damaged file, and it unpickles arbitrary code): only the unpickler's own words are kept."""
+    text = str(e).strip()
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    # torch's own advice follows the first sentence ("This is an internal miniz error. ...")
+    line = line.split(". ", 1)[0].rstrip(".")
+    if len(line) > limit:
+        line = line[:limit].rsplit(" ", 1)[0] + " ..."
+    return line or type(e).__name__
+
+
 def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Load and check a checkpoint; ``expect`` (e.g. ``{"method": "vssl", "dataset": ...}``)
     lists values that must match. Raises :class:`CheckpointError` for a missing, unreadable,
@@ -154,9 +171,9 @@ def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None) -
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle errors, disallowed globals...
-        first_line = (str(e).strip().splitlines() or [""])[0][:300]
         raise UnreadableCheckpointError(
-            f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {first_line})"
+            f"{path}: corrupt or unreadable checkpoint (truncated, damaged or not written by "
+            f"vssl; torch.load: {_load_reason(e)})"
         ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a vssl checkpoint (a {type(ckpt).__name__})")
@@ -189,9 +206,7 @@ def params_from_checkpoint(ckpt: Mapping[str, Any]) -> Params:
     """The resolved Params the checkpoint was trained with (keys in :data:`RETIRED_KEYS`
     dropped and those in :data:`ADDED_KEYS` filled in, so checkpoints written before either
     change still load)."""
-    from pydantic import ValidationError
-
-    from vssl.config import Params
+    from vssl.config import validate_tree
 
     config = dict(ckpt["config"])
     for section, keys in RETIRED_KEYS.items():
@@ -204,9 +219,9 @@ def params_from_checkpoint(ckpt: Mapping[str, Any]) -> Params:
         if isinstance(block, Mapping) and any(k not in block for k in defaults):
             config[section] = {**config[section], name: {**defaults, **block}}
     try:
-        return Params.model_validate(config)
-    except ValidationError as e:
-        raise CheckpointError(f"checkpoint config does not validate: {e}") from None
+        return validate_tree(config, "checkpoint config")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def method_from_checkpoint(ckpt: Mapping[str, Any]) -> tuple[Method, Params]:

@@ -472,3 +472,20 @@ def test_a_stop_signal_after_success_keeps_exit_status_zero(tmp_path):
         [*cmd, "--profile", "nonesuch"], env=env, capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == -15 and "unknown profile" in bad.stderr
+
+
+def test_a_stop_after_below_the_checkpoints_epoch_trains_nothing_and_says_so(
+    smoke_params, mlflow_uri, tmp_path, caplog
+):
+    """Resuming a run that already holds epoch 2 with --stop-after 1: nothing trains, the
+    checkpoint stays, and the log names the epoch it holds (it said "stopped after epoch 1")."""
+    import logging
+
+    out = tmp_path / "run"
+    assert main(args(out, epochs=3, extra=["--stop-after", "2"])) == 0
+    before = (out / "checkpoint.partial.pt").read_bytes()
+    with caplog.at_level(logging.INFO, logger="vssl"):
+        assert main(args(out, epochs=3, extra=["--resume", "--stop-after", "1"])) == 0
+    assert "already holds epoch 2 of 3, past --stop-after 1; nothing to train" in caplog.text
+    assert "stopped after epoch 1" not in caplog.text
+    assert (out / "checkpoint.partial.pt").read_bytes() == before

@@ -703,7 +703,16 @@ class _Runner:
                 if progress is not None:
                     progress.close()
         if self.job.stop_after is not None and self.job.stop_after < p.total_epochs:
-            log.info("stopped after epoch %d of %d (resumable)", stop, p.total_epochs)
+            if stop <= self.start_epoch:
+                log.info(
+                    "the checkpoint already holds epoch %d of %d, past --stop-after %d; nothing "
+                    "to train (resumable)",
+                    self.start_epoch,
+                    p.total_epochs,
+                    stop,
+                )
+            else:
+                log.info("stopped after epoch %d of %d (resumable)", stop, p.total_epochs)
             return {}
         return self._finish(p.total_epochs, self._final_metrics())
 

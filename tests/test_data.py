@@ -200,7 +200,9 @@ def test_prepare_manifest(smoke_params, data_root):
     assert m["subset"] == {"train_subset": 512, "test_subset": 256, "seed": 0}
 
 
-def test_prepare_cli(tmp_path, data_root, monkeypatch, capsys):
+def test_prepare_cli(tmp_path, data_root, monkeypatch, capsys, mlflow_uri):
+    from mlflow import MlflowClient
+
     monkeypatch.setenv("VSSL_DATA_ROOT", str(data_root))
     out = tmp_path / "data" / "prepared" / "smoke" / "fashion_mnist.json"
     args = ["prepare", "--params", str(PARAMS), "--profile", "smoke", "--dataset"]
@@ -210,6 +212,18 @@ def test_prepare_cli(tmp_path, data_root, monkeypatch, capsys):
     assert m["splits"]["train"]["full_count"] == 60000
     assert len(m["sha256"]) == 4  # the four idx files
     assert [p.name for p in out.parent.iterdir()] == ["fashion_mnist.json"]  # no temp files
+    # The MLflow run says which files, how many images, and keeps the manifest.
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("vssl")
+    (run,) = client.search_runs([exp.experiment_id], "tags.stage = 'prepare'")
+    assert run.data.tags["dataset"] == "fashion_mnist" and run.info.status == "FINISHED"
+    assert {
+        k[len("sha256.") :]: v for k, v in run.data.tags.items() if k.startswith("sha256.")
+    } == m["sha256"]
+    assert run.data.metrics["train_count"] == m["splits"]["train"]["count"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["fashion_mnist.json"]
+    assert main([*args, "fashion_mnist", "--out", str(out), "--no-mlflow"]) == 0
+    assert len(client.search_runs([exp.experiment_id], "tags.stage = 'prepare'")) == 1
     bad = tmp_path / "bad.json"
     assert main([*args, "imagenet", "--out", str(bad)]) == 2
     assert "unknown dataset 'imagenet'" in capsys.readouterr().err and not bad.exists()

@@ -660,3 +660,20 @@ def test_k_beyond_the_training_features_fails_before_any_probe_is_fitted(
     )
     assert not out.exists() and not sidecar_path(out).exists()
     assert _all_runs(mlflow_uri) == []
+
+
+def test_the_probe_run_of_a_variant_logs_the_variants_config(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    """Every run logs the whole config: a probe of `vssl_nokl`'s features logged the base
+    `methods.vssl.kl=cosine`, a setting its model never had."""
+    from vssl.cli import main
+
+    feats, out = tmp_path / "f", tmp_path / "r.json"
+    meta = {"dataset": "toy", "method": "vssl", "variant": "vssl_nokl", "seed": 0}
+    write_feature_dir(feats, {**meta, "profile": "smoke"})
+    argv = ["probe", "--features", str(feats), "--out", str(out)]
+    assert main([*argv, "--params", str(ROOT / "params.yaml"), "--profile", "smoke"]) == 0
+    (run,) = _all_runs(mlflow_uri)
+    assert run.data.tags["variant"] == "vssl_nokl"
+    assert run.data.params["methods.vssl.kl"] == "none"

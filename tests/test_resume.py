@@ -59,6 +59,10 @@ def test_resume_equals_uninterrupted(smoke_params, mlflow_uri, tmp_path):
     half = torch.load(split / "checkpoint.partial.pt", weights_only=True)
     assert half["epoch"] == 1 and not half["complete"] and not (split / "metrics.json").exists()
     assert len(history(split)) == 1
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(mlflow_uri).get_run(half["mlflow_run_id"]).data.tags
+    assert tags["complete"] == "false" and tags["stopped_after_epoch"] == "1"  # not done
     assert main(args(split, extra=["--resume"])) == 0
     assert not (split / "checkpoint.partial.pt").exists()  # promoted to checkpoint.pt
 
@@ -76,8 +80,12 @@ def test_resume_equals_uninterrupted(smoke_params, mlflow_uri, tmp_path):
         k: v for k, v in mb.items() if k not in TIMING
     }
     assert history(full) == history(split) and len(history(full)) == 2
-    # the resumed run continued the same MLflow run
+    # the resumed run continued the same MLflow run: marked unfinished until it completed
     assert b["mlflow_run_id"] == half["mlflow_run_id"]
+    tags = MlflowClient(mlflow_uri).get_run(b["mlflow_run_id"]).data.tags
+    assert tags["stopped_after_epoch"] == "1" and tags["complete"] == "true"
+    assert tags["resumes"] == "1"
+    assert tags["data_root"] == str(smoke_params.data_root_path().resolve())
     # and the numbers are not trivially equal: another seed trains different weights
     other = tmp_path / "other"
     assert main(args(other, epochs=1, extra=["--seed", "4"])) == 0

@@ -91,6 +91,16 @@ def test_failed_run_and_reopen(params, mlflow_uri):
         assert again.info.run_id == run_id
         tracking.log_metrics({"x": 1.0}, step=0)
     assert c.get_run(run_id).info.status == "FINISHED"
+    # the reopening records this invocation's code beside the run's first
+    tags = c.get_run(run_id).data.tags
+    assert tags["resumes"] == "1" and tags["resume1.git_commit"] == tags["git_commit"]
+    assert tags["resume1.git_dirty"] == tags["git_dirty"]
+    with tracking.start_run(
+        params, stage="pretrain", dataset="d", method="byol", seed=0, run_id=run_id
+    ):
+        pass
+    assert c.get_run(run_id).data.tags["resumes"] == "2"
+    assert "resume2.git_commit" in c.get_run(run_id).data.tags
     # a run id the store does not know starts a fresh run instead of failing
     with tracking.start_run(
         params, stage="pretrain", dataset="d", method="byol", seed=0, run_id="0" * 32

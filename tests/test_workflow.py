@@ -548,6 +548,11 @@ def _check_mlflow(uri: str, params) -> None:
     assert len(parents) == n, {k: len(v) for k, v in by_stage.items()}
     assert len(by_stage["table"]) == 1
     assert by_stage["table"][0].data.tags["profile"] == params.profile
+    # one prepare run per dataset, naming the data files it verified
+    assert sorted(r.data.tags["dataset"] for r in by_stage["prepare"]) == sorted(
+        params.grid.datasets
+    )
+    assert all(any(k.startswith("sha256.") for k in r.data.tags) for r in by_stage["prepare"])
     parent_ids = {r.info.run_id for r in parents}
     for stage in ("extract", "probe"):
         children = by_stage[stage]

@@ -281,6 +281,7 @@ def start_run(
         fresh = True
     else:
         fresh = False
+        _tag_resume(client, run_id, tags)
     active = with_retry(mlflow.start_run, run_id=run_id)
     status = "FINISHED"
     _open_runs += 1
@@ -301,6 +302,27 @@ def start_run(
     finally:
         _open_runs -= 1
         with_retry(mlflow.end_run, status=status)
+
+
+def _tag_resume(client: Any, run_id: str, tags: Mapping[str, str]) -> None:
+    """A reopened run (a resumed pretraining) records this invocation's code: ``resumes`` counts
+    the reopenings and ``resume<N>.git_commit`` / ``resume<N>.git_dirty`` say what ran the later
+    epochs, which the run's own ``git_commit`` (its first invocation's) would hide."""
+    first = with_retry(client.get_run, run_id).data.tags
+    n = int(first.get("resumes", "0") or 0) + 1
+    now = {k: tags[k] for k in ("git_commit", "git_dirty")}
+    with_retry(client.set_tag, run_id, "resumes", str(n))
+    for k, v in now.items():
+        with_retry(client.set_tag, run_id, f"resume{n}.{k}", v)
+    if any(first.get(k) not in (None, v) for k, v in now.items()):
+        log.warning(
+            "MLflow run %s began under commit %s (dirty: %s) and resumes under %s (dirty: %s)",
+            run_id,
+            first.get("git_commit"),
+            first.get("git_dirty"),
+            now["git_commit"],
+            now["git_dirty"],
+        )
 
 
 def _param_value(v: Any) -> str:

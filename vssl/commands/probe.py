@@ -77,6 +77,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     seed = args.seed if args.seed is not None else int(meta.get("seed", 0))
+    variant = meta.get("variant")
+    if isinstance(variant, str) and variant in params.variants:
+        # The run logs the whole config: a variant's own keys, as its pretraining run logged
+        # them (a variant cannot change the probe settings, so the probe is the same).
+        params = load_params(
+            args.params, profile=args.profile, overrides=args.overrides, entry=variant
+        )
 
     if args.no_mlflow:
         run_ctx: contextlib.AbstractContextManager = contextlib.nullcontext()

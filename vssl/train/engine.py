@@ -421,8 +421,13 @@ class _Runner:
     def _finish(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         """The complete checkpoint, metrics.json and the MLflow artifacts (one path for trained
         and untrained runs)."""
+        from vssl import tracking
+
         contents = self._contents(epoch, True, metrics) if self.is_main else None
-        return records.finish(self.acc, self.out_dir, contents, self.params)
+        out = records.finish(self.acc, self.out_dir, contents, self.params)
+        if self.is_main:
+            tracking.set_tags({"complete": "true"})
+        return out
 
     def _wall(self) -> float:
         return self.record.wall_time_s + (time.perf_counter() - self.t_start)
@@ -642,7 +647,11 @@ class _Runner:
                         "gpu_augment": self.plan.gpu_augment,
                         "augment": self.plan.augment,
                         "compile": self._compile_label(),
+                        "channels_last": self.channels_last,
                         "total_epochs": self.plan.total_epochs,
+                        # the params log `data_root` as written; VSSL_DATA_ROOT may override it
+                        "data_root": str(self.params.data_root_path().resolve()),
+                        "complete": "false",  # "true" with the complete checkpoint
                     }
                 )
             if not self.trainable:
@@ -703,6 +712,9 @@ class _Runner:
                 if progress is not None:
                     progress.close()
         if self.job.stop_after is not None and self.job.stop_after < p.total_epochs:
+            if self.is_main:
+                # FINISHED in MLflow, but resumable: say where it stands
+                tracking.set_tags({"stopped_after_epoch": max(stop, self.start_epoch)})
             if stop <= self.start_epoch:
                 log.info(
                     "the checkpoint already holds epoch %d of %d, past --stop-after %d; nothing "

@@ -104,10 +104,8 @@ def pretrain(job: PretrainJob) -> dict[str, Any]:
     # Denormal floats make CPU convolutions and BatchNorm ~3x slower here (measured on the
     # quick profile); flushing them to zero changes no result beyond 1e-38.
     torch.set_flush_denormal(True)
-    with (
-        StopSignals() as stop,
-        contextlib.ExitStack() as held,
-    ):  # SIGTERM/SIGINT: see vssl.train.signals
+    # SIGTERM/SIGINT: see vssl.train.signals; `held`: the run folder's lock (main process)
+    with StopSignals() as stop, contextlib.ExitStack() as held:
         plan = plan_pretraining(job, process_state())
         if process_state().is_main_process:
             held.enter_context(hold_run_folder(job.out_dir))  # before touching its files

@@ -445,15 +445,11 @@ def _full_arrays(
     return _full_arrays_cached(spec.name, split, str(root), npz_key, download)
 
 
-def _subset_key(split: str) -> str:
-    # "train" and STL-10's "train+unlabeled" both take data.train_subset
-    return "data.test_subset" if split == "test" else "data.train_subset"
-
-
-def _subset_size(split: str, params: Params) -> int | None:
-    if split == "test":
-        return params.data.test_subset
-    return params.data.train_subset
+def _subset(split: str, params: Params) -> tuple[str, int | None]:
+    """The setting that sizes ``split``'s subset and its value: "train" and STL-10's
+    "train+unlabeled" both take ``data.train_subset``."""
+    key = "test_subset" if split == "test" else "train_subset"
+    return f"data.{key}", getattr(params.data, key)
 
 
 def subset_indices(
@@ -464,11 +460,11 @@ def subset_indices(
     A subset larger than the split is a ``DataError`` naming ``dataset``, the split and both
     sizes: taking the whole split instead would run, and label, a different experiment than
     the one configured."""
-    size, n = _subset_size(split, params), len(labels)
+    (key, size), n = _subset(split, params), len(labels)
     if size is not None and size > n:
         name = f"dataset {dataset!r}" if dataset else "the dataset"
         raise DataError(
-            f"{_subset_key(split)}={size} exceeds the {n} images of {name}, split {split!r} "
+            f"{key}={size} exceeds the {n} images of {name}, split {split!r} "
             f"(set at most {n}, or null for the whole split)"
         )
     return stratified_subset(labels, size, SUBSET_SEED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -416,6 +417,37 @@ def test_an_unreadable_state_fails_with_a_hint_or_restarts_in_the_pipeline(
     assert ck["complete"] and not (out / "checkpoint.partial.pt").exists()
 
 
+def test_a_complete_run_with_nonfinite_weights_is_not_taken_as_done(
+    smoke_params, mlflow_uri, tmp_path, caplog, capsys
+):
+    """A checkpoint.pt marked complete whose weights hold NaN (a damaged or hand-edited file)
+    used to resume as "already complete" (exit 0), and the pipeline then failed at extraction.
+    --resume alone now names the tensors and says how to start over; the pipeline's flags
+    retrain it."""
+    from vssl.train.checkpoint import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "run"
+    assert main(args(out, epochs=1)) == 0
+    ck = load_checkpoint(out / "checkpoint.pt")
+    name = next(k for k, v in ck["model"].items() if v.is_floating_point() and v.numel() > 1)
+    w = ck["model"][name]
+    w[(0,) * w.dim()] = float("nan")
+    save_checkpoint(out / "checkpoint.pt", ck)
+    damaged = (out / "checkpoint.pt").read_bytes()
+
+    assert main(args(out, epochs=1, extra=["--resume"])) == 2
+    err = capsys.readouterr().err
+    assert "non-finite values" in err and name in err and "pass --overwrite" in err, err
+    assert (out / "checkpoint.pt").read_bytes() == damaged  # nothing touched
+
+    assert main(args(out, epochs=1, extra=["--resume", "--restart-incompatible"])) == 0
+    assert "starting over (--restart-incompatible)" in caplog.text
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert ck["complete"] and all(
+        bool(torch.isfinite(v).all()) for v in ck["model"].values() if v.is_floating_point()
+    )
+
+
 def test_fingerprint_without_an_added_key_matches_its_old_value(smoke_params):
     """A checkpoint written before `methods.vssl.variance_input` existed resumes under the
     value it trained with (`head`) and is refused under another."""
@@ -497,3 +529,93 @@ def test_a_stop_after_below_the_checkpoints_epoch_trains_nothing_and_says_so(
     assert "already holds epoch 2 of 3, past --stop-after 1; nothing to train" in caplog.text
     assert "stopped after epoch 1" not in caplog.text
     assert (out / "checkpoint.partial.pt").read_bytes() == before
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_trainer_whose_launcher_is_killed_outright_saves_and_exits(data_root, tmp_path):
+    """SIGKILL to `accelerate launch` (what the OOM killer or `kill -9` does) used to leave the
+    trainer running as an orphan, holding the run folder. It now gets SIGTERM from the kernel,
+    saves its last completed epoch and exits, and the run resumes from there."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VSSL_DATA_ROOT": str(data_root)}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += ["-m", "vssl", *args(out, epochs=500, extra=["--no-mlflow", "--no-progress"])]
+    launcher = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+    trainer = None
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint.partial.pt").exists():  # epoch 1 saved: training runs
+            assert launcher.poll() is None and time.monotonic() < deadline, "trainer never ran"
+            time.sleep(0.2)
+        (trainer,) = _children(launcher.pid)
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+        deadline = time.monotonic() + 60
+        while _alive(trainer) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(trainer), "the trainer outlived its killed launcher"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        if trainer is not None and _alive(trainer):  # the old behaviour: leave no orphan
+            os.kill(trainer, signal.SIGKILL)
+    ck = torch.load(out / "checkpoint.partial.pt", weights_only=True)
+    assert ck["epoch"] >= 1 and not ck["complete"]
+    # the folder is free again and the run continues where it stopped
+    more = ["--resume", "--no-mlflow", "--stop-after", str(ck["epoch"] + 1)]
+    assert main(args(out, epochs=500, extra=more)) == 0
+    assert torch.load(out / "checkpoint.partial.pt", weights_only=True)["epoch"] == ck["epoch"] + 1
+
+
+_PDEATHSIG = """
+import ctypes, sys
+from vssl.train.signals import stop_with_launcher
+set_ = stop_with_launcher()
+sig = ctypes.c_int(0)
+ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG
+print(set_, sig.value)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize(
+    "launcher, expect", [({}, "False 0"), ({"ACCELERATE_USE_CPU": "True"}, "True 15"),
+                         ({"TORCHELASTIC_RUN_ID": "x"}, "True 15")],
+)  # fmt: skip
+def test_only_a_launched_trainer_is_stopped_with_its_parent(launcher, expect):
+    """A plain `vssl pretrain` under nohup must outlive the shell that started it."""
+    import os
+    import subprocess
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ACCELERATE_USE_CPU", "TORCHELASTIC_RUN_ID")
+    }
+    env.update(launcher, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", _PDEATHSIG], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expect

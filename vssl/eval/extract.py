@@ -119,24 +119,6 @@ def check_feature_dir(out_dir: str | Path) -> Path:
     return out_dir
 
 
-def check_finite_weights(state: Mapping[str, Any], source: str = "checkpoint") -> None:
-    """Raise ``ConfigError`` naming the tensors of the state dict ``state`` that hold NaN or inf
-    (a diverged run saved before its guard fired, or a corrupted file): their features would be
-    NaN, and the probe would fail long after this stage reported success."""
-    bad = [
-        name
-        for name, t in state.items()
-        if isinstance(t, torch.Tensor)
-        and (t.is_floating_point() or t.is_complex())
-        and not bool(torch.isfinite(t).all())
-    ]
-    if bad:
-        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
-        raise ConfigError(
-            f"{source}: weights hold non-finite values (NaN/inf) in {len(bad)} tensor(s): {shown}"
-        )
-
-
 @torch.inference_mode()
 def extract_features(
     method: Method,
@@ -283,7 +265,7 @@ def plan_extraction(
     """
     from vssl import data
     from vssl.augment import eval_transform, get_preset
-    from vssl.train.checkpoint import method_from_checkpoint
+    from vssl.train.checkpoint import check_finite_weights, method_from_checkpoint
 
     check_finite_weights(ckpt["model"], str(checkpoint_path or "checkpoint"))
     params.check_dataset(dataset)

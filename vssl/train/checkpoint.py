@@ -75,6 +75,28 @@ class UnreadableCheckpointError(CheckpointError):
     """A checkpoint file torch cannot read back (truncated, overwritten, not a torch file)."""
 
 
+class NonFiniteCheckpointError(UnreadableCheckpointError):
+    """A checkpoint whose weights hold NaN or inf: readable, but nothing can continue from it."""
+
+
+def check_finite_weights(state: Mapping[str, Any], source: str = "checkpoint") -> None:
+    """Raise :class:`NonFiniteCheckpointError` naming the tensors of the state dict ``state``
+    that hold NaN or inf (a diverged run saved before its guard fired, or a corrupted file):
+    features from them would be NaN, and training from them stays NaN."""
+    bad = [
+        name
+        for name, t in state.items()
+        if isinstance(t, torch.Tensor)
+        and (t.is_floating_point() or t.is_complex())
+        and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise NonFiniteCheckpointError(
+            f"{source}: weights hold non-finite values (NaN/inf) in {len(bad)} tensor(s): {shown}"
+        )
+
+
 def rng_state() -> dict[str, Any]:
     """The python, numpy and torch (CPU and CUDA) RNG states, ``weights_only``-loadable."""
     np_state = np.random.get_state(legacy=False)

@@ -30,6 +30,7 @@ from vssl.train.checkpoint import (
     PARTIAL_CHECKPOINT_NAME,
     CheckpointError,
     UnreadableCheckpointError,
+    check_finite_weights,
     load_checkpoint,
 )
 from vssl.train.records import RUN_FILES
@@ -219,13 +220,17 @@ def _checkpoint_to_resume(out_dir: Path, expect: dict[str, Any]) -> tuple[Path, 
     checkpoint.partial.pt (an unfinished run), else an unfinished checkpoint.pt (written by
     earlier versions); None when the folder holds neither."""
     complete, partial = out_dir / CHECKPOINT_NAME, out_dir / PARTIAL_CHECKPOINT_NAME
+    found = None
     if complete.exists():
         ckpt = load_checkpoint(complete, expect=expect)
         if ckpt.get("complete") or not partial.exists():
-            return complete, ckpt
-    if partial.exists():
-        return partial, load_checkpoint(partial, expect=expect)
-    return None
+            found = complete, ckpt
+    if found is None and partial.exists():
+        found = partial, load_checkpoint(partial, expect=expect)
+    if found is not None:
+        # NaN weights would pass as "already complete" or train on as NaN until the guard fires
+        check_finite_weights(found[1]["model"], str(found[0]))
+    return found
 
 
 def plan_pretraining(job: PretrainJob, state: Any) -> Plan:

@@ -18,17 +18,57 @@ prints its one-line :meth:`Interrupted.message` and exits with :attr:`Interrupte
 
 Handlers are installed only in the main thread of the process that entered the block; forked
 children (DataLoader workers) inherit them but ignore signals: the main process stops them.
+
+A trainer started by a launcher (``accelerate launch``, ``torchrun``) also asks the kernel for a
+SIGTERM when the launcher dies (:func:`stop_with_launcher`): a launcher killed outright (SIGKILL,
+the OOM killer) otherwise leaves its trainer running as an orphan that nobody stops, which holds
+the run folder's lock and keeps training after the job is gone. With it, the orphan saves its
+last completed epoch and exits like any stopped run.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 import os
 import signal
+import sys
 import threading
 from types import FrameType, TracebackType
 from typing import Any
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Set in the trainer's environment by `accelerate launch` (every launcher) and torchrun.
+LAUNCHER_ENV = ("ACCELERATE_USE_CPU", "TORCHELASTIC_RUN_ID")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+log = logging.getLogger("vssl.train")
+
+
+def launched_by_launcher(environ: dict[str, str] | None = None) -> bool:
+    """Whether this process was started by ``accelerate launch`` or ``torchrun``."""
+    env = os.environ if environ is None else environ
+    return any(k in env for k in LAUNCHER_ENV)
+
+
+def stop_with_launcher() -> bool:
+    """Have the kernel send this process SIGTERM when its parent, the launcher, dies (Linux
+    ``PR_SET_PDEATHSIG``); only for a launched trainer, since a plain ``vssl pretrain`` run under
+    ``nohup`` must outlive the shell that started it. Returns whether it was set."""
+    if not (sys.platform.startswith("linux") and launched_by_launcher()):
+        return False
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError) as e:
+        log.warning("cannot ask to be stopped with the launcher (%s); an orphan would go on", e)
+        return False
+    if os.getppid() != parent:  # the launcher died before the request: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
 
 
 class Interrupted(KeyboardInterrupt):
@@ -102,6 +142,7 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            stop_with_launcher()  # after the handlers: its SIGTERM takes the usual way out
         return self
 
     def __exit__(

@@ -75,7 +75,7 @@ class UnreadableCheckpointError(CheckpointError):
     """A checkpoint file torch cannot read back (truncated, overwritten, not a torch file)."""
 
 
-class NonFiniteCheckpointError(UnreadableCheckpointError):
+class NonFiniteCheckpointError(CheckpointError):
     """A checkpoint whose weights hold NaN or inf: readable, but nothing can continue from it."""
 
 

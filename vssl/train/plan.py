@@ -29,6 +29,7 @@ from vssl.train.checkpoint import (
     CHECKPOINT_NAME,
     PARTIAL_CHECKPOINT_NAME,
     CheckpointError,
+    NonFiniteCheckpointError,
     UnreadableCheckpointError,
     check_finite_weights,
     load_checkpoint,
@@ -315,12 +316,10 @@ def plan_pretraining(job: PretrainJob, state: Any) -> Plan:
         expect = {"method": job.method, "variant": job.variant, "dataset": job.dataset}
         try:
             found = _checkpoint_to_resume(out_dir, {**expect, "seed": job.seed})
-        except UnreadableCheckpointError as e:
+        except (UnreadableCheckpointError, NonFiniteCheckpointError) as e:
             if not job.restart_incompatible:
-                raise UnreadableCheckpointError(
-                    f"{e}; pass --overwrite to start this run over"
-                ) from None
-            # The pipeline's rules pass --restart-incompatible: a state that cannot be read
+                raise type(e)(f"{e}; pass --overwrite to start this run over") from None
+            # The pipeline's rules pass --restart-incompatible: a state that cannot be used
             # would otherwise fail every rerun of the job.
             log.warning("%s; starting over (--restart-incompatible)", e)
             found, start_over = None, True

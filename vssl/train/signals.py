@@ -45,10 +45,9 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 log = logging.getLogger("vssl.train")
 
 
-def launched_by_launcher(environ: dict[str, str] | None = None) -> bool:
+def launched_by_launcher() -> bool:
     """Whether this process was started by ``accelerate launch`` or ``torchrun``."""
-    env = os.environ if environ is None else environ
-    return any(k in env for k in LAUNCHER_ENV)
+    return any(k in os.environ for k in LAUNCHER_ENV)
 
 
 def stop_with_launcher() -> bool:

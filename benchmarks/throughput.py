@@ -3,8 +3,9 @@
 One *step* of ours is the engine's own: the batched augmentation module ``vssl pretrain``
 uses (:class:`vssl.augment.TensorTwoViewAugment`), then :func:`vssl.train.engine.train_step`
 (forward of both views through student, teacher and the online probe, the non-finite check
-queued on the device, backward, the method's gradient clipping where params.yaml sets one
-(VSSL: norm 1.0; since 2026-11-27, after the H100 table), LARS + probe SGD steps), the
+queued on the device, backward, the method's gradient norm and its clipping where params.yaml
+sets one (VSSL: norm 1.0; since 2026-11-27, after the H100 table; the norm of every method's
+gradients since 2026-11-29), LARS + probe SGD steps), the
 scheduler step and the EMA update
 (``Method.momentum_update``), on Accelerate with the engine's mixed precision. lightly's BYOL
 uses lightly's BYOLProjectionHead, BYOLPredictionHead, NegativeCosineSimilarity and
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import platform
 import shutil
@@ -184,13 +186,14 @@ def make_model(method: str, width: int) -> tuple[nn.Module, int]:
     return build(name, cfg, backbone, dim), dim
 
 
-def engine_clip(method: str) -> float | None:
+def engine_clip(method: str) -> float:
     """The max gradient norm the engine clips ``method`` to (params.yaml, resolved as the
-    engine resolves it: ``Params.optimizer_cfg``; VSSL: 1.0, BYOL: none)."""
+    engine resolves it: ``Params.optimizer_cfg``; VSSL: 1.0, BYOL: ``inf``, measured only)."""
     from vssl.config import load_params
 
     params = load_params(ROOT / "params.yaml")
-    return params.optimizer_cfg(method.removesuffix("-ours")).get("grad_clip_norm")
+    max_norm = params.optimizer_cfg(method.removesuffix("-ours")).get("grad_clip_norm")
+    return math.inf if max_norm is None else float(max_norm)
 
 
 class GpuUtilisation:
@@ -270,7 +273,7 @@ class Runner:
             self.watch = NonFiniteWatch(device)
             max_norm = engine_clip(method)  # as vssl.train.assembly.grad_clip gives the engine
             params = [p for p in model.parameters() if p.requires_grad]
-            self.clip = None if max_norm is None else (params, max_norm)
+            self.clip = (params, max_norm)
         else:
             self.net = self.model = model.to(device, memory_format=fmt)
             self.opt = opt

@@ -147,6 +147,42 @@ def test_train_step_clips_the_method_gradient_only():
     assert probe_step.norm().item() > 10 * lr * max_norm  # the probe's own loss is not clipped
 
 
+def test_train_step_reports_the_gradient_norm_before_clipping():
+    """``out["grad_norm"]`` is the method's global gradient norm before the clip; with
+    ``max_norm = inf`` the step is exactly the unclipped one."""
+    from accelerate import Accelerator
+
+    from vssl.train.engine import train_step
+
+    def step(max_norm: float | None) -> tuple[dict, dict]:
+        model = _tiny_train_module()
+        acc = Accelerator(cpu=True)
+        params = [p for p in model.method.parameters() if p.requires_grad]
+        opts = (torch.optim.SGD(params, lr=1.0), torch.optim.SGD(model.probe.parameters(), lr=1.0))
+        clip = None if max_norm is None else (params, max_norm)
+        torch.manual_seed(11)  # VSSL's sample
+        out = train_step(acc, model, opts, *_step_inputs(), clip=clip)
+        return out, _trainable(model)
+
+    model = _tiny_train_module()
+    x1, x2, y = _step_inputs()
+    torch.manual_seed(11)
+    out = model(x1, x2, y)
+    params = [p for p in model.method.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(out["loss"], params, allow_unused=True)
+    want = torch.cat([g.flatten() for g in grads if g is not None]).norm()
+
+    plain, plain_after = step(None)
+    measured, measured_after = step(math.inf)
+    clipped, _ = step(1e-3)
+    assert "grad_norm" not in plain
+    torch.testing.assert_close(measured["grad_norm"], want)
+    torch.testing.assert_close(clipped["grad_norm"], want)  # before the clip, not after
+    assert want > 1e-3
+    for k in plain_after:
+        assert torch.equal(plain_after[k], measured_after[k]), k
+
+
 def test_the_online_probe_ignores_unlabeled_images():
     """STL-10's unlabeled images carry label -1: they add nothing to the probe's loss."""
     import torch.nn.functional as F
@@ -201,7 +237,9 @@ def test_the_engine_steps_the_schedule_and_clips_as_configured(smoke_params, tmp
 
     seen.clear()
     assert main(pretrain_args(tmp_path / "b", "byol", epochs=1, extra=["--no-mlflow"])) == 0
-    assert seen and all(c is None for _, c, _ in seen)
+    assert seen and all(c == math.inf and n > 0 for _, c, n in seen)  # measured, not clipped
+    norms = [float(r["grad_norm"]) for r in read_history(tmp_path / "b" / "history.csv")]
+    assert norms and all(0 < g < math.inf for g in norms)
 
 
 def test_lars_excludes_bias_and_norm_and_follows_formula():

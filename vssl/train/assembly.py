@@ -18,6 +18,7 @@ it first.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -149,13 +150,14 @@ def build_optimisers(plan: Plan, module: TrainModule) -> Optimisers:
     return Optimisers(optimizer, scheduler, probe_optimizer)
 
 
-def grad_clip(plan: Plan, method: nn.Module) -> tuple[list[Tensor], float] | None:
-    """``(parameters, max_norm)`` of the method's gradient clipping (``grad_clip_norm``; None:
-    no clipping). Only the method's parameters: the probe has its own loss."""
+def grad_clip(plan: Plan, method: nn.Module) -> tuple[list[Tensor], float]:
+    """``(parameters, max_norm)`` of the method's gradient clipping (``grad_clip_norm``; ``inf``
+    where none is set: the norm is still measured, for history.csv's ``grad_norm``). Only the
+    method's parameters: the probe has its own loss."""
     max_norm = plan.opt_cfg.get("grad_clip_norm")
-    if max_norm is None:
-        return None
-    return [p for p in method.parameters() if p.requires_grad], max_norm
+    return [p for p in method.parameters() if p.requires_grad], (
+        math.inf if max_norm is None else float(max_norm)
+    )
 
 
 # oneDNN's channels-last backward of a 1x1 stride-2 convolution (ResNet's downsample) with

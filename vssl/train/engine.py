@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import sys
 import time
@@ -76,7 +77,11 @@ def train_step(
     steps), then the optimisers step and clear their gradients (only on the accumulation
     boundary: prepared optimisers skip otherwise). The scheduler and the EMA update belong to
     the caller. Nothing here waits for the device (benchmarks/throughput.py times this
-    function)."""
+    function).
+
+    ``clip = (params, max_norm)``: on the accumulation boundary the global norm of these
+    parameters' gradients is measured before they are clipped to ``max_norm`` (``inf``: measured,
+    not clipped) and returned as ``out["grad_norm"]`` (a 0-d tensor on the device)."""
     with accelerator.accumulate(model):
         out = model(x1, x2, y)
         if check is not None:
@@ -84,12 +89,25 @@ def train_step(
         accelerator.backward(out["loss"] + out["probe_loss"])
         if clip is not None and accelerator.sync_gradients:
             params, max_norm = clip  # the method's parameters: the probe has its own loss
-            accelerator.clip_grad_norm_(params, max_norm)
+            norm = _grad_norm(accelerator, params, max_norm)
+            if norm is not None:
+                out["grad_norm"] = norm.detach()
         for opt in optimizers:
             opt.step()
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
     return out
+
+
+def _grad_norm(accelerator: Any, params: list[Tensor], max_norm: float) -> Tensor | None:
+    """The gradients' global norm before clipping (None where Accelerate's backend gives none),
+    and the clip to ``max_norm`` unless it is ``inf``: then only the norm, which leaves the
+    gradients untouched (no multiplication by 1)."""
+    if math.isinf(max_norm):
+        accelerator.unscale_gradients()  # fp16's loss scale; a no-op otherwise
+        grads = [p.grad for p in params if p.grad is not None]
+        return torch.nn.utils.get_total_norm(grads) if grads else None
+    return accelerator.clip_grad_norm_(params, max_norm)
 
 
 def _seed_everything(seed: int) -> None:
@@ -495,7 +513,7 @@ class _Runner:
         self.model.train()
         rec = self.record
         sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
-        n_micro = 0
+        n_micro = n_steps = 0  # micro-steps, optimiser steps
         lr = tau = None
         log_every = self.params.pretrain.log_every
         t0 = time.perf_counter()
@@ -519,6 +537,7 @@ class _Runner:
                     sums[k] += v.detach().float()
             sums["z_spread"] += embedding_spread(out["z"])
             if self.acc.sync_gradients:
+                n_steps += 1
                 lr = self.scheduler.get_last_lr()[0]
                 self.scheduler.step()
                 rec.global_step += 1
@@ -528,7 +547,7 @@ class _Runner:
                 step_in_epoch = rec.global_step - epoch * self.plan.steps_per_epoch
                 if step_in_epoch % log_every == 0:
                     self._read_progress(epoch, step_in_epoch, sums, n_micro, lr, t0, progress)
-        return self._epoch_row(sums, n_micro, lr, tau, t0)
+        return self._epoch_row(sums, n_micro, n_steps, lr, tau, t0)
 
     def _check_nonfinite(self) -> None:
         """Stop (NonFiniteLossError) if any step so far had a non-finite loss: a host read."""
@@ -570,12 +589,14 @@ class _Runner:
         self,
         sums: dict[str, Tensor],
         n_micro: int,
+        n_steps: int,
         lr: float | None,
         tau: float | None,
         t0: float,
     ) -> dict[str, Any]:
         """The end of an epoch's training: the non-finite check (before the epoch is evaluated
-        or saved), the epoch time and the history row of the epoch means."""
+        or saved), the epoch time and the history row of the epoch means (per micro-step; the
+        gradient norm, measured once per optimiser step, per optimiser step)."""
         self._check_nonfinite()  # also waits for the device: the epoch time is complete
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -592,6 +613,8 @@ class _Runner:
             if self.acc.num_processes > 1:
                 means = self.acc.reduce(means, reduction="mean")
             row = dict(zip(keys, means.tolist(), strict=True))
+        if "grad_norm" in row and n_steps:
+            row["grad_norm"] *= n_micro / n_steps
         row["online_probe_loss"] = row.pop("probe_loss", None)
         row.update(lr=lr, tau=tau, images_per_second=images / dt if dt > 0 else None)
         row["epoch_time_s"] = dt

@@ -3,7 +3,7 @@
 
 ``history.csv`` has one row per epoch; its columns (:func:`history_columns`)::
 
-    epoch, loss, <loss terms, sorted>, online_probe_loss, lr, tau,
+    epoch, loss, <loss terms, sorted>, online_probe_loss, lr, tau, grad_norm,
     sigma2_student, sigma2_teacher, <the method's other diagnostics>,
     online_probe_top1, knn_top1, z_spread, images_per_second, epoch_time_s, monitor_time_s
 
@@ -13,7 +13,9 @@ other than ``loss`` is a loss term unless the method lists it in ``Method.diagno
 columns of every run (empty cells where a method has none), so that every history keeps the
 layout it always had. Empty cells mean "not applicable" (e.g. ``knn_top1`` between kNN epochs).
 
-``epoch_time_s`` is the epoch's training loop; ``monitor_time_s`` its monitors after it (the
+``grad_norm`` is the global norm of the method's gradients before any clipping
+(``grad_clip_norm``), averaged over the epoch's optimiser steps: it says how often, and by how
+much, a clip rescales the steps. ``epoch_time_s`` is the epoch's training loop; ``monitor_time_s`` its monitors after it (the
 online probe's pass over the test split, kNN). ``metrics.json`` (:func:`final_metrics`) holds the
 last epoch's values, the run's counters and settings, and the cost of the work between epochs:
 ``monitor_time_s`` and ``checkpoint_time_s`` (periodic checkpoints and the in-memory copies
@@ -53,7 +55,7 @@ RUN_FILES = (*OUTPUT_NAMES, PARTIAL_CHECKPOINT_NAME)
 
 HISTORY_HEAD = ["epoch", "loss"]
 # Per-step values the loop itself adds (after the loss terms).
-STEP_COLUMNS = ["online_probe_loss", "lr", "tau"]
+STEP_COLUMNS = ["online_probe_loss", "lr", "tau", "grad_norm"]
 # Diagnostic columns every history.csv and metrics.json carries (see the module docstring).
 SHARED_DIAGNOSTICS = ["sigma2_student", "sigma2_teacher"]
 # The per-epoch monitors and timings (last).
@@ -66,7 +68,7 @@ MONITOR_COLUMNS = [
     "monitor_time_s",
 ]
 # Keys of a TrainModule output that are neither loss terms nor diagnostics.
-_NOT_LOGGED = {"loss", "probe_loss", "feats", "z"}
+_NOT_LOGGED = {"loss", "probe_loss", "feats", "z", "grad_norm"}
 # metrics.json keys also logged to MLflow as final_<key>.
 FINAL_MLFLOW_KEYS = (
     "online_probe_top1",

@@ -22,6 +22,9 @@
 #   bash benchmarks/gpu_study.sh --parallel --seeds "1 2"   # the seeds' runs side by side
 #   bash benchmarks/gpu_study.sh --seeds 0 --configs "mocov3"   # the paper's other baseline
 #     (`paper_width.py seeds` over its seed folder and the VSSL ones pairs VSSL with MoCo v3)
+#   bash benchmarks/gpu_study.sh --parallel --seeds "0 1 2" --configs "byol_clip"
+#     (BYOL with VSSL's gradient clip, paired with VSSL the same way; docs/benchmarks.md,
+#     "Is VSSL's lead over BYOL the gradient clip's?")
 #   bash benchmarks/gpu_study.sh --dry-run   # the same steps at toy sizes on the CPU (~2 min)
 # The run stops starting seeds once $GPU_STUDY_BUDGET seconds (default 540, under the device
 # tool's 600 s per call) are close to spent; each seed's training is capped to what is left.

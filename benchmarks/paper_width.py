@@ -54,8 +54,9 @@ if str(ROOT) not in sys.path:
 PROFILE = "paper"
 DATASET = "cifar10_mini"
 CONFIGS = ("vssl", "vssl_2025", "byol", "random")  # random: the untrained floor, no training
-ORDER = ("vssl", "vssl_2025", "byol", "mocov3", "random")  # how reports list configs
-BASELINES = {"byol": "BYOL", "mocov3": "MoCo v3"}  # the paper's: `seeds` pairs VSSL with each
+ORDER = ("vssl", "vssl_2025", "byol", "byol_clip", "mocov3", "random")  # how reports list configs
+# The paper's baselines, and BYOL with VSSL's gradient clip: `seeds` pairs VSSL with each
+BASELINES = {"byol": "BYOL", "byol_clip": "BYOL with VSSL's clip", "mocov3": "MoCo v3"}
 
 
 def vssl_cli(*args: str) -> list[str]:

@@ -183,6 +183,32 @@ def test_train_step_reports_the_gradient_norm_before_clipping():
         assert torch.equal(plain_after[k], measured_after[k]), k
 
 
+def test_history_grad_norm_is_the_mean_over_optimiser_steps(tmp_path, monkeypatch):
+    """With gradient accumulation the norm is measured once per optimiser step (not per
+    micro-step), and each epoch's ``grad_norm`` is the mean of those measurements."""
+    import vssl.train.engine as engine
+
+    norms: list[float] = []
+    real = engine.train_step
+
+    def recording(*args, **kw):
+        out = real(*args, **kw)
+        if "grad_norm" in out:
+            norms.append(float(out["grad_norm"]))
+        return out
+
+    monkeypatch.setattr(engine, "train_step", recording)
+    sets = ["pretrain.grad_accum_steps=2"]
+    out = tmp_path / "b"
+    assert main(pretrain_args(out, "byol", epochs=2, sets=sets, extra=["--no-mlflow"])) == 0
+    steps = 128 // 32  # optimiser steps per epoch, each of 2 micro-batches of 16
+    assert len(norms) == 2 * steps
+    rows = read_history(out / "history.csv")
+    for e, row in enumerate(rows):
+        want = sum(norms[e * steps : (e + 1) * steps]) / steps
+        assert float(row["grad_norm"]) == pytest.approx(want, rel=1e-5)
+
+
 def test_the_online_probe_ignores_unlabeled_images():
     """STL-10's unlabeled images carry label -1: they add nothing to the probe's loss."""
     import torch.nn.functional as F

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import platform
 import shutil
@@ -190,10 +189,10 @@ def engine_clip(method: str) -> float:
     """The max gradient norm the engine clips ``method`` to (params.yaml, resolved as the
     engine resolves it: ``Params.optimizer_cfg``; VSSL: 1.0, BYOL: ``inf``, measured only)."""
     from vssl.config import load_params
+    from vssl.train.assembly import clip_max_norm
 
     params = load_params(ROOT / "params.yaml")
-    max_norm = params.optimizer_cfg(method.removesuffix("-ours")).get("grad_clip_norm")
-    return math.inf if max_norm is None else float(max_norm)
+    return clip_max_norm(params.optimizer_cfg(method.removesuffix("-ours")))
 
 
 class GpuUtilisation:

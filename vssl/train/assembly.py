@@ -6,7 +6,8 @@
   method, in one module so that one DDP wrapper averages the gradients of both;
 - :func:`build_optimisers`: the method's optimiser (``lr = base_lr * B / 256``) with its
   per-iteration warm-up + cosine schedule, and the probe's own SGD;
-- :func:`grad_clip`: the parameters and max norm of the method's gradient clipping;
+- :func:`grad_clip` and :func:`clip_max_norm`: the parameters and max norm of the method's
+  gradient clipping;
 - :func:`use_channels_last` and :func:`compile_train_module`: the memory layout and
   ``torch.compile`` of the training module (``pretrain.channels_last``, ``pretrain.compile``);
 - :func:`data_spec_dict`: the dataset description stored in the checkpoint (``data_spec``).
@@ -150,14 +151,18 @@ def build_optimisers(plan: Plan, module: TrainModule) -> Optimisers:
     return Optimisers(optimizer, scheduler, probe_optimizer)
 
 
+def clip_max_norm(opt_cfg: Mapping[str, Any]) -> float:
+    """The max gradient norm of a resolved optimiser config (``Params.optimizer_cfg``):
+    ``grad_clip_norm``, or ``inf`` where none is set (the norm is still measured, for
+    history.csv's ``grad_norm``)."""
+    max_norm = opt_cfg.get("grad_clip_norm")
+    return math.inf if max_norm is None else float(max_norm)
+
+
 def grad_clip(plan: Plan, method: nn.Module) -> tuple[list[Tensor], float]:
-    """``(parameters, max_norm)`` of the method's gradient clipping (``grad_clip_norm``; ``inf``
-    where none is set: the norm is still measured, for history.csv's ``grad_norm``). Only the
-    method's parameters: the probe has its own loss."""
-    max_norm = plan.opt_cfg.get("grad_clip_norm")
-    return [p for p in method.parameters() if p.requires_grad], (
-        math.inf if max_norm is None else float(max_norm)
-    )
+    """``(parameters, max_norm)`` of the method's gradient clipping (:func:`clip_max_norm`).
+    Only the method's parameters: the probe has its own loss."""
+    return [p for p in method.parameters() if p.requires_grad], clip_max_norm(plan.opt_cfg)
 
 
 # oneDNN's channels-last backward of a 1x1 stride-2 convolution (ResNet's downsample) with
